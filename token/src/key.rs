@@ -1,0 +1,238 @@
+//! TUF keys as Notary sees them: algorithms, key IDs and public key encodings.
+//!
+//! Facts from NOTARY-INTEROP.md: the key ID is the SHA-256 of the canonical JSON of
+//! `{"keytype":ALG,"keyval":{"private":null,"public":BASE64(public key bytes)}}`; public key
+//! bytes are DER SubjectPublicKeyInfo for `ecdsa` and `rsa` and the raw 32 bytes for `ed25519`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+
+use crate::error::TokenError;
+
+/// A key algorithm as named in TUF metadata and in the Notary signer protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KeyAlgorithm {
+    /// ECDSA over P-256; signatures are raw `r||s` over SHA-256 of the content.
+    Ecdsa,
+    /// Pure Ed25519 over the content.
+    Ed25519,
+    /// RSA; signatures are RSASSA-PSS with SHA-256 and a 32-byte salt.
+    Rsa,
+}
+
+impl KeyAlgorithm {
+    /// Every algorithm signerd creates, in the order they are documented.
+    pub const ALL: [KeyAlgorithm; 3] = [
+        KeyAlgorithm::Ecdsa,
+        KeyAlgorithm::Ed25519,
+        KeyAlgorithm::Rsa,
+    ];
+
+    /// The TUF `keytype` string (`ecdsa`, `ed25519`, `rsa`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyAlgorithm::Ecdsa => "ecdsa",
+            KeyAlgorithm::Ed25519 => "ed25519",
+            KeyAlgorithm::Rsa => "rsa",
+        }
+    }
+
+    /// The TUF signature method Notary records for this key type (`ecdsa`, `eddsa`, `rsapss`).
+    pub fn signature_method(self) -> &'static str {
+        match self {
+            KeyAlgorithm::Ecdsa => "ecdsa",
+            KeyAlgorithm::Ed25519 => "eddsa",
+            KeyAlgorithm::Rsa => "rsapss",
+        }
+    }
+}
+
+impl fmt::Display for KeyAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for KeyAlgorithm {
+    type Err = TokenError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "ecdsa" => Ok(KeyAlgorithm::Ecdsa),
+            "ed25519" => Ok(KeyAlgorithm::Ed25519),
+            "rsa" => Ok(KeyAlgorithm::Rsa),
+            other => Err(TokenError::UnsupportedAlgorithm(other.to_owned())),
+        }
+    }
+}
+
+/// A TUF key ID: SHA-256 of the key's canonical JSON, shown as 64 lowercase hex characters.
+///
+/// In the token it is the key objects' `CKA_ID` (the 32 raw bytes).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyId([u8; 32]);
+
+impl KeyId {
+    /// The TUF key ID of a public key of `algorithm` given in Notary's encoding.
+    pub fn of_public_key(algorithm: KeyAlgorithm, public_key: &[u8]) -> KeyId {
+        KeyId::of_tuf_public(algorithm.as_str(), public_key)
+    }
+
+    /// The TUF key ID for any `keytype` string (also `ecdsa-x509`, whose public value is a PEM
+    /// certificate).
+    pub fn of_tuf_public(keytype: &str, public_value: &[u8]) -> KeyId {
+        // serde_json's map is ordered, so this is the canonical form: sorted keys, no spaces.
+        let canonical = serde_json::json!({
+            "keytype": keytype,
+            "keyval": {
+                "private": null,
+                "public": base64::engine::general_purpose::STANDARD.encode(public_value),
+            },
+        });
+        KeyId(Sha256::digest(canonical.to_string().as_bytes()).into())
+    }
+
+    /// The raw 32 bytes, as stored in `CKA_ID`.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Reads a `CKA_ID` value; `None` when it is not 32 bytes (not a signerd key ID).
+    pub fn from_cka_id(bytes: &[u8]) -> Option<KeyId> {
+        bytes.try_into().ok().map(KeyId)
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyId({self})")
+    }
+}
+
+impl FromStr for KeyId {
+    type Err = TokenError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let invalid = || TokenError::InvalidKeyId(s.chars().take(80).collect());
+        if s.len() != 64 {
+            return Err(invalid());
+        }
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(s, &mut bytes).map_err(|_| invalid())?;
+        Ok(KeyId(bytes))
+    }
+}
+
+/// The repository and role a key serves, kept on the token objects in `CKA_LABEL` as
+/// `role@gun` (e.g. `timestamp@example.com/org/app`), so the token is the only store.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct KeyUsage {
+    /// The Globally Unique Name of the repository (may be empty).
+    pub gun: String,
+    /// The TUF role (`root`, `targets`, `snapshot`, `timestamp`, `targets/releases`, ...).
+    pub role: String,
+}
+
+impl KeyUsage {
+    /// The `CKA_LABEL` value for this usage.
+    pub fn label(&self) -> String {
+        format!("{}@{}", self.role, self.gun)
+    }
+
+    /// Reads a `CKA_LABEL`; a label that is not `role@gun` yields an empty gun and the whole
+    /// label as role, so keys made by other tools still show something useful.
+    pub fn from_label(label: &str) -> KeyUsage {
+        match label.split_once('@') {
+            Some((role, gun)) => KeyUsage {
+                gun: gun.to_owned(),
+                role: role.to_owned(),
+            },
+            None => KeyUsage {
+                gun: String::new(),
+                role: label.to_owned(),
+            },
+        }
+    }
+}
+
+/// A key held in the token, as the signer protocol describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyInfo {
+    /// The TUF key ID (and `CKA_ID`).
+    pub id: KeyId,
+    /// The key algorithm.
+    pub algorithm: KeyAlgorithm,
+    /// The public key in Notary's encoding (SPKI DER for ecdsa/rsa, raw 32 bytes for ed25519).
+    pub public_key: Vec<u8>,
+    /// Repository and role.
+    pub usage: KeyUsage,
+}
+
+/// A signature made by the token, in Notary's encoding for its algorithm.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Signature {
+    /// The algorithm of the key that signed.
+    pub algorithm: KeyAlgorithm,
+    /// Signature bytes: raw `r||s` (ecdsa), 64 bytes (ed25519) or PSS (rsa).
+    pub bytes: Vec<u8>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_id_matches_notary_canonical_json() {
+        // hex(sha256('{"keytype":"ed25519","keyval":{"private":null,"public":"AAEC"}}'))
+        let id = KeyId::of_public_key(KeyAlgorithm::Ed25519, &[0, 1, 2]);
+        let expected =
+            Sha256::digest(br#"{"keytype":"ed25519","keyval":{"private":null,"public":"AAEC"}}"#);
+        assert_eq!(id.to_string(), hex::encode(expected));
+    }
+
+    #[test]
+    fn key_id_parses_and_rejects() {
+        let id = KeyId::of_public_key(KeyAlgorithm::Ecdsa, b"x");
+        assert_eq!(id.to_string().parse::<KeyId>().unwrap(), id);
+        assert!(matches!(
+            "".parse::<KeyId>(),
+            Err(TokenError::InvalidKeyId(_))
+        ));
+        assert!(matches!(
+            "zz".repeat(32).parse::<KeyId>(),
+            Err(TokenError::InvalidKeyId(_))
+        ));
+        assert!(KeyId::from_cka_id(&[1]).is_none());
+    }
+
+    #[test]
+    fn usage_label_round_trips() {
+        let u = KeyUsage {
+            gun: "localhost:5000/org/app".into(),
+            role: "targets/releases".into(),
+        };
+        assert_eq!(u.label(), "targets/releases@localhost:5000/org/app");
+        assert_eq!(KeyUsage::from_label(&u.label()), u);
+        assert_eq!(KeyUsage::from_label("plain").role, "plain");
+    }
+
+    #[test]
+    fn algorithms_parse() {
+        for alg in KeyAlgorithm::ALL {
+            assert_eq!(alg.as_str().parse::<KeyAlgorithm>().unwrap(), alg);
+        }
+        assert!(matches!(
+            "ecdsa-x509".parse::<KeyAlgorithm>(),
+            Err(TokenError::UnsupportedAlgorithm(_))
+        ));
+    }
+}
