@@ -180,8 +180,8 @@ pub struct KeyInfo {
 /// A signature made by the token, in Notary's encoding for its algorithm.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Signature {
-    /// The algorithm of the key that signed.
-    pub algorithm: KeyAlgorithm,
+    /// The key that signed.
+    pub key: KeyInfo,
     /// Signature bytes: raw `r||s` (ecdsa), 64 bytes (ed25519) or PSS (rsa).
     pub bytes: Vec<u8>,
 }

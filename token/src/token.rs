@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
@@ -96,6 +96,7 @@ pub struct Token {
     /// The last PIN the token refused: never offered again, so signerd cannot lock the token.
     rejected_pin: Mutex<Option<SecretString>>,
     generation: AtomicU64,
+    last_reinit: Mutex<Option<Instant>>,
 }
 
 /// A found token slot and the sessions open on it.
@@ -134,6 +135,9 @@ impl From<TokenError> for OpError {
     }
 }
 
+/// Least time between two re-initializations of the module while the token is missing.
+const REINIT_INTERVAL: Duration = Duration::from_secs(2);
+
 /// How often one operation is tried when sessions or the token fail under it.
 const ATTEMPTS: usize = 3;
 
@@ -164,6 +168,7 @@ impl Token {
             keys: RwLock::new(HashMap::new()),
             rejected_pin: Mutex::new(None),
             generation: AtomicU64::new(0),
+            last_reinit: Mutex::new(None),
         })
     }
 
@@ -177,9 +182,12 @@ impl Token {
         self.run(|conn, _session| Ok(conn.description.clone()))
     }
 
-    /// A cheap liveness probe: the token answers and the session is logged in.
+    /// A cheap liveness probe: the token is present and answers, and the session is logged in.
     pub fn probe(&self) -> Result<(), TokenError> {
-        self.run(|_conn, session| {
+        self.run(|conn, session| {
+            // C_GetTokenInfo is what notices a removed token (SoftHSM: its files gone); the
+            // session state alone can outlive the token.
+            self.module.get_token_info(conn.slot)?;
             let info = session.get_session_info()?;
             match info.session_state() {
                 SessionState::RwUser | SessionState::RoUser => Ok(()),
@@ -241,7 +249,7 @@ impl Token {
                 }
             };
             Ok(Signature {
-                algorithm: key.info.algorithm,
+                key: key.info,
                 bytes,
             })
         })
@@ -515,7 +523,27 @@ impl Token {
         if let Some(conn) = guard.as_ref() {
             return Ok(Arc::clone(conn));
         }
-        let (slot, description) = self.find_slot()?;
+        let (slot, description) = match self.find_slot() {
+            Ok(found) => found,
+            Err(e @ TokenError::TokenNotFound { .. }) if self.may_reinitialize() => {
+                // Many modules (SoftHSM among them) only see a token that came back after
+                // C_Finalize/C_Initialize. No session of ours is open while disconnected.
+                tracing::info!(module = %self.module_path, "token not found ({e}); re-initializing the module");
+                if let Err(e) = self.module.clone().finalize() {
+                    tracing::debug!(error = %e, "C_Finalize before re-initialization");
+                }
+                self.write_keys().clear();
+                match self
+                    .module
+                    .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+                {
+                    Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+                    Err(e) => return Err(CallError::from(e).into_token_error()),
+                }
+                self.find_slot()?
+            }
+            Err(e) => return Err(e),
+        };
         let conn = Arc::new(Connection {
             generation: self.generation.fetch_add(1, Ordering::Relaxed) + 1,
             slot,
@@ -532,6 +560,17 @@ impl Token {
         );
         *guard = Some(Arc::clone(&conn));
         Ok(conn)
+    }
+
+    /// Re-initializing the module is heavy: at most once per [`REINIT_INTERVAL`].
+    fn may_reinitialize(&self) -> bool {
+        let mut last = self.last_reinit.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < REINIT_INTERVAL) {
+            return false;
+        }
+        *last = Some(now);
+        true
     }
 
     fn current(&self) -> Option<Arc<Connection>> {

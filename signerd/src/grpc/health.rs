@@ -1,0 +1,80 @@
+//! `grpc.health.v1.Health`: SERVING only while the token answers a live probe (not a cached
+//! flag), for the names notary-server asks about and for the whole server (`""`).
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use signerd_proto::health::health_check_response::ServingStatus;
+use signerd_proto::health::health_server::Health;
+use signerd_proto::health::{HealthCheckRequest, HealthCheckResponse};
+use tonic::{Request, Response, Status};
+
+use crate::keys::KeyStore;
+
+/// Service names answered. notary-server asks for the first two.
+pub const SERVICES: &[&str] = &[
+    "",
+    "grpc.health.v1.Health.KeyManagement",
+    "grpc.health.v1.Health.Signer",
+    "proto.KeyManagement",
+    "proto.Signer",
+];
+
+/// How long a probe may take before the answer is NOT_SERVING.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Health over the token probe.
+#[derive(Clone, Debug)]
+pub struct TokenHealth {
+    keys: KeyStore,
+}
+
+impl TokenHealth {
+    /// Health of the token behind `keys`.
+    pub fn new(keys: KeyStore) -> TokenHealth {
+        TokenHealth { keys }
+    }
+}
+
+#[tonic::async_trait]
+impl Health for TokenHealth {
+    async fn check(
+        &self,
+        request: Request<HealthCheckRequest>,
+    ) -> Result<Response<HealthCheckResponse>, Status> {
+        let service = request.into_inner().service;
+        if !SERVICES.contains(&service.as_str()) {
+            return Err(Status::not_found(format!(
+                "unknown service {service:?}; ask for one of {SERVICES:?}"
+            )));
+        }
+        let status = match tokio::time::timeout(PROBE_TIMEOUT, self.keys.probe()).await {
+            Ok(Ok(())) => ServingStatus::Serving,
+            Ok(Err(e)) => {
+                tracing::warn!(service, error = %e, "health: token probe failed");
+                ServingStatus::NotServing
+            }
+            Err(_) => {
+                tracing::warn!(
+                    service,
+                    "health: token probe timed out after {PROBE_TIMEOUT:?}"
+                );
+                ServingStatus::NotServing
+            }
+        };
+        Ok(Response::new(HealthCheckResponse {
+            status: status as i32,
+        }))
+    }
+
+    type WatchStream = Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<HealthCheckResponse, Status>> + Send + 'static>,
+    >;
+
+    async fn watch(
+        &self,
+        _request: Request<HealthCheckRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        Err(Status::unimplemented("Watch is not supported; poll Check"))
+    }
+}

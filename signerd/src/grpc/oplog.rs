@@ -1,0 +1,82 @@
+//! One log line per key operation: method, key ID, gun, role, client certificate subject,
+//! outcome and duration. Never a PIN, key bytes or signed content.
+
+use std::time::Instant;
+
+use signerd_token::{KeyInfo, TokenError};
+use tonic::Code;
+
+use super::inflight::{InFlight, InFlightGuard};
+use super::status::code_of;
+
+/// An operation being timed; [`OpLog::finish`] writes its line.
+pub struct OpLog {
+    method: &'static str,
+    client: String,
+    key_id: String,
+    gun: String,
+    role: String,
+    started: Instant,
+    _in_flight: InFlightGuard,
+}
+
+impl OpLog {
+    /// Starts timing `method` for `client`, counted in `in_flight` until finished.
+    pub fn start(method: &'static str, client: String, in_flight: &InFlight) -> OpLog {
+        OpLog {
+            _in_flight: in_flight.enter(),
+            method,
+            client,
+            key_id: String::new(),
+            gun: String::new(),
+            role: String::new(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Records the key the operation names.
+    pub fn key_id(&mut self, id: &str) {
+        self.key_id = id.chars().take(80).collect();
+    }
+
+    /// Records repository and role (from the request or the key found).
+    pub fn usage(&mut self, gun: &str, role: &str) {
+        self.gun = gun.to_owned();
+        self.role = role.to_owned();
+    }
+
+    /// Records what is known of a key.
+    pub fn key(&mut self, key: &KeyInfo) {
+        self.key_id = key.id.to_string();
+        self.usage(&key.usage.gun, &key.usage.role);
+    }
+
+    /// Writes the line for this outcome.
+    pub fn finish<T>(self, result: &Result<T, TokenError>) {
+        let duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let (method, key_id, gun, role, client) = (
+            self.method,
+            &self.key_id,
+            &self.gun,
+            &self.role,
+            &self.client,
+        );
+        match result {
+            Ok(_) => {
+                tracing::info!(target: "signerd::keyop", method, key_id, gun, role, client, outcome = "ok", duration_ms)
+            }
+            Err(e) => {
+                let code = code_of(e);
+                let outcome = format!("{code:?}");
+                match code {
+                    Code::Internal | Code::Unavailable | Code::FailedPrecondition => {
+                        tracing::warn!(target: "signerd::keyop", method, key_id, gun, role, client, outcome, duration_ms, error = %e)
+                    }
+                    _ => {
+                        tracing::info!(target: "signerd::keyop", method, key_id, gun, role, client, outcome, duration_ms, error = %e)
+                    }
+                }
+            }
+        }
+    }
+}

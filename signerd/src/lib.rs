@@ -1,0 +1,17 @@
+//! signerd: a drop-in for Notary's `notary-signer` whose keys live in a PKCS#11 token.
+//!
+//! Layout: [`config`] (file, env, flags), [`devenv`] (the embedded dev default), [`tls`]
+//! (mutual TLS), [`keys`] (the token for async code), [`grpc`] (the Notary signer protocol and
+//! health, errors mapped to status codes in [`grpc::status`]), [`server`] (serving, shutdown).
+//! The token itself is the `signerd-token` crate, which knows nothing of gRPC.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod config;
+pub mod devenv;
+pub mod grpc;
+pub mod keys;
+pub mod logging;
+pub mod server;
+pub mod tls;

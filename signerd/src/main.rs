@@ -1,0 +1,6 @@
+//! The `signerd` binary.
+#![forbid(unsafe_code)]
+
+fn main() -> std::process::ExitCode {
+    signerd::cli::run()
+}

@@ -1,0 +1,118 @@
+//! The gRPC server: mutual TLS, the Notary signer services and health, graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use signerd_proto::health::health_server::HealthServer;
+use signerd_proto::notary::key_management_server::KeyManagementServer;
+use signerd_proto::notary::signer_server::SignerServer;
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::Server;
+
+use crate::grpc::health::TokenHealth;
+use crate::grpc::inflight::InFlight;
+use crate::grpc::notary::NotarySigner;
+use crate::keys::KeyStore;
+use crate::tls::TlsMaterial;
+
+/// Binds `listen` (so "address in use" is reported before anything else starts).
+pub async fn bind(listen: SocketAddr) -> Result<TcpListener, String> {
+    TcpListener::bind(listen).await.map_err(|e| {
+        format!(
+            "cannot listen on {listen}: {e}; pick another address with --listen or server.listen"
+        )
+    })
+}
+
+/// Serves until `shutdown` resolves, then lets in-flight requests finish for up to `grace`.
+pub async fn serve(
+    listener: TcpListener,
+    tls: &TlsMaterial,
+    keys: KeyStore,
+    grace: Duration,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let in_flight = InFlight::default();
+    let signer = NotarySigner::new(keys.clone(), in_flight.clone());
+    let router = Server::builder()
+        .tls_config(tls.server_config())
+        .map_err(|e| format!("TLS configuration refused: {e}"))?
+        .add_service(KeyManagementServer::new(signer.clone()))
+        .add_service(SignerServer::new(signer))
+        .add_service(HealthServer::new(TokenHealth::new(keys)));
+
+    let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
+    let incoming = TcpIncoming::from(listener);
+    let mut server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+        let _ = drain_rx.await;
+    }));
+
+    tokio::select! {
+        result = &mut server => {
+            return match result {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(format!("gRPC server failed: {e}")),
+                Err(e) => Err(format!("gRPC server task failed: {e}")),
+            };
+        }
+        () = shutdown => {}
+    }
+    tracing::info!(
+        grace_secs = grace.as_secs(),
+        in_flight = in_flight.count(),
+        "shutting down: no new connections; draining in-flight requests"
+    );
+    // Stop accepting and send GOAWAY; then wait for the key operations in flight, not for
+    // idle connections (notary-server keeps one open for as long as it runs).
+    let _ = drain_tx.send(());
+    let drained = tokio::time::timeout(grace, async {
+        tokio::select! {
+            _ = &mut server => {}
+            () = in_flight.idle() => {}
+        }
+    })
+    .await;
+    match drained {
+        Ok(()) => tracing::info!("drained"),
+        Err(_) => tracing::warn!(
+            in_flight = in_flight.count(),
+            "grace period over; closing with requests still in flight"
+        ),
+    }
+    server.abort();
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM; stop signerd with SIGINT");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}
+
+/// Closes the token's sessions and finalizes the module once no request holds the token.
+pub fn close_token(keys: KeyStore) {
+    let token = Arc::clone(keys.token());
+    drop(keys);
+    match Arc::try_unwrap(token) {
+        Ok(token) => {
+            token.close();
+            tracing::info!("token sessions closed; module finalized");
+        }
+        Err(_) => tracing::warn!(
+            "token still in use by an unfinished request; leaving it to process exit"
+        ),
+    }
+}

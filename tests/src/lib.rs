@@ -1,0 +1,22 @@
+//! Integration-test support for signerd: child processes that clean up after themselves, a test
+//! PKI made at run time, the real notary-server and notary CLI, the Go reference signer, and the
+//! notary lifecycle scenario every signer must pass.
+//!
+//! Every test makes its own [`TestDir`]; everything it starts lives in a [`ChildGuard`], so
+//! nothing is shared between tests and nothing is left running.
+
+#![forbid(unsafe_code)]
+
+pub mod https;
+pub mod notary;
+pub mod pki;
+pub mod process;
+pub mod scenario;
+pub mod signerd;
+mod test_dir;
+
+pub use notary::{GoSigner, NotaryClient, NotaryServer, SignerEndpoint};
+pub use pki::{IssuedCert, TestCa, TestPki};
+pub use process::{free_port, wait_for_port, ChildGuard};
+pub use scenario::Lifecycle;
+pub use test_dir::TestDir;

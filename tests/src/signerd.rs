@@ -1,0 +1,241 @@
+//! signerd as the tests run it: a SoftHSM token of the test's own, and the `signerd` binary
+//! started on it with mutual TLS from a [`TestPki`], stopped (by PID) when dropped.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use signerd_proto::health::health_client::HealthClient;
+use signerd_proto::notary::key_management_client::KeyManagementClient;
+use signerd_proto::notary::signer_client::SignerClient;
+use signerd_token::softhsm::SoftHsmDir;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+use crate::notary::SignerEndpoint;
+use crate::pki::{IssuedCert, TestPki};
+use crate::process::{free_port, ChildGuard};
+
+/// The user PIN of test tokens.
+pub const TEST_PIN: &str = "246810";
+/// The security officer PIN of test tokens.
+pub const TEST_SO_PIN: &str = "135791";
+/// The label of test tokens.
+pub const TEST_TOKEN_LABEL: &str = "signerd-test";
+
+/// How long signerd gets to listen after start.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The `signerd` binary: `$SIGNERD_BIN`, or the one cargo built beside this test binary.
+pub fn signerd_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("SIGNERD_BIN") {
+        return PathBuf::from(bin);
+    }
+    // target/<profile>/deps/<test> -> target/<profile>/signerd
+    let exe = std::env::current_exe().expect("the test binary knows its path");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|p| p.join("signerd"))
+        .expect("the test binary lives in target/<profile>/deps");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (cargo build -p signerd; scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A SoftHSM token in a folder of the test's own.
+#[derive(Debug, Clone)]
+pub struct TestToken {
+    /// The SoftHSM configuration.
+    pub softhsm: SoftHsmDir,
+    /// The file holding the user PIN.
+    pub pin_file: PathBuf,
+    /// The token URI (module path and PIN file included).
+    pub uri: String,
+}
+
+impl TestToken {
+    /// Makes a token labelled [`TEST_TOKEN_LABEL`] under `dir`.
+    pub fn create(dir: &Path) -> io::Result<TestToken> {
+        let softhsm = SoftHsmDir::create(&dir.join("softhsm")).map_err(io::Error::other)?;
+        softhsm
+            .init_token(TEST_TOKEN_LABEL, TEST_PIN, TEST_SO_PIN)
+            .map_err(io::Error::other)?;
+        let pin_file = dir.join("token-pin");
+        std::fs::write(&pin_file, TEST_PIN)?;
+        let uri = softhsm.uri(TEST_TOKEN_LABEL, &pin_file);
+        Ok(TestToken {
+            softhsm,
+            pin_file,
+            uri,
+        })
+    }
+}
+
+/// A running signerd, stopped on drop.
+#[derive(Debug)]
+pub struct Signerd {
+    process: Option<ChildGuard>,
+    name: String,
+    log_dir: PathBuf,
+    command: Vec<String>,
+    softhsm_conf: PathBuf,
+    addr: SocketAddr,
+    endpoint: SignerEndpoint,
+    client: IssuedCert,
+    ca: PathBuf,
+}
+
+impl Signerd {
+    /// Starts signerd on `token` with the PKI's server certificate, trusting its CA for clients.
+    pub fn start(dir: &Path, name: &str, token: &TestToken, pki: &TestPki) -> io::Result<Signerd> {
+        Self::start_with(dir, name, token, pki, &[])
+    }
+
+    /// Like [`Signerd::start`], with extra command-line arguments.
+    pub fn start_with(
+        dir: &Path,
+        name: &str,
+        token: &TestToken,
+        pki: &TestPki,
+        extra: &[&str],
+    ) -> io::Result<Signerd> {
+        let port = free_port()?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let path = |p: &Path| p.display().to_string();
+        let mut command = vec![
+            "serve".to_string(),
+            "--listen".into(),
+            addr.to_string(),
+            "--tls-cert".into(),
+            path(&pki.server.cert),
+            "--tls-key".into(),
+            path(&pki.server.key),
+            "--client-ca".into(),
+            path(pki.ca.cert_path()),
+            "--token".into(),
+            token.uri.clone(),
+            "--dev-dir".into(),
+            path(&dir.join(format!("{name}-unused-dev-dir"))),
+        ];
+        command.extend(extra.iter().map(|s| s.to_string()));
+        let mut signerd = Signerd {
+            process: None,
+            name: name.to_owned(),
+            log_dir: dir.to_owned(),
+            command,
+            softhsm_conf: token.softhsm.conf(),
+            addr,
+            endpoint: pki.signer_endpoint(port),
+            client: pki.client.clone(),
+            ca: pki.ca.cert_path().to_owned(),
+        };
+        signerd.launch()?;
+        Ok(signerd)
+    }
+
+    fn launch(&mut self) -> io::Result<()> {
+        let mut command = Command::new(signerd_bin());
+        command
+            .args(&self.command)
+            .env("SOFTHSM2_CONF", &self.softhsm_conf)
+            .env_remove("RUST_LOG");
+        let mut process = ChildGuard::spawn(&self.name, command, &self.log_dir)?;
+        process.wait_for_port(self.addr, START_TIMEOUT)?;
+        self.process = Some(process);
+        Ok(())
+    }
+
+    /// Stops signerd (SIGTERM, then SIGKILL after a grace period).
+    pub fn stop(&mut self) -> io::Result<std::process::ExitStatus> {
+        match self.process.as_mut() {
+            Some(p) => p.stop(),
+            None => Err(io::Error::other("signerd is not running")),
+        }
+    }
+
+    /// Stops signerd and starts it again on the same address and token.
+    pub fn restart(&mut self) -> io::Result<()> {
+        if let Some(mut p) = self.process.take() {
+            p.stop()?;
+        }
+        self.launch()
+    }
+
+    /// The running process.
+    pub fn process(&mut self) -> &mut ChildGuard {
+        self.process.as_mut().expect("signerd is running")
+    }
+
+    /// Everything signerd logged so far.
+    pub fn logs(&self) -> String {
+        self.process
+            .as_ref()
+            .map(ChildGuard::logs)
+            .unwrap_or_default()
+    }
+
+    /// How notary-server reaches this signerd.
+    pub fn endpoint(&self) -> &SignerEndpoint {
+        &self.endpoint
+    }
+
+    /// The listen address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A gRPC channel with notary-server's client certificate.
+    pub async fn channel(&self) -> Result<Channel, tonic::transport::Error> {
+        self.channel_as(Some(&self.client), &self.ca).await
+    }
+
+    /// A gRPC channel presenting `client` (or no certificate), trusting `ca` for the server.
+    pub async fn channel_as(
+        &self,
+        client: Option<&IssuedCert>,
+        ca: &Path,
+    ) -> Result<Channel, tonic::transport::Error> {
+        let ca_pem = std::fs::read(ca).expect("CA file readable");
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(ca_pem))
+            .domain_name("localhost");
+        if let Some(c) = client {
+            let cert = std::fs::read(&c.cert).expect("client cert readable");
+            let key = std::fs::read(&c.key).expect("client key readable");
+            tls = tls.identity(Identity::from_pem(cert, key));
+        }
+        Channel::from_shared(format!("https://{}", self.addr))
+            .expect("valid URI")
+            .tls_config(tls)?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .connect()
+            .await
+    }
+
+    /// Clients for the three services over one channel.
+    pub async fn clients(&self) -> Clients {
+        let channel = self.channel().await.expect("mTLS connection to signerd");
+        Clients {
+            keys: KeyManagementClient::new(channel.clone()),
+            signer: SignerClient::new(channel.clone()),
+            health: HealthClient::new(channel),
+        }
+    }
+}
+
+/// gRPC clients of one signerd.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    /// `proto.KeyManagement`.
+    pub keys: KeyManagementClient<Channel>,
+    /// `proto.Signer`.
+    pub signer: SignerClient<Channel>,
+    /// `grpc.health.v1.Health`.
+    pub health: HealthClient<Channel>,
+}

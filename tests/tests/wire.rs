@@ -1,0 +1,481 @@
+//! Wire conformance of signerd's Notary signer API, checked with independent verifiers
+//! (`p256`, `ed25519-dalek`, `rsa`), against a real SoftHSM token per test.
+
+use p256::ecdsa::signature::Verifier as _;
+use sha2::Digest as _;
+use signerd_proto::health::health_check_response::ServingStatus;
+use signerd_proto::health::HealthCheckRequest;
+use signerd_proto::notary::{CreateKeyRequest, KeyId, SignatureRequest};
+use signerd_tests::signerd::{Signerd, TestToken};
+use signerd_tests::{TestDir, TestPki};
+use tonic::Code;
+
+/// Fields drop in order: signerd stops (and shows its logs on failure) before its folder goes.
+struct Setup {
+    signerd: Signerd,
+    token: TestToken,
+    pki: TestPki,
+    dir: TestDir,
+}
+
+fn setup(name: &str) -> Setup {
+    let dir = TestDir::new(name).unwrap();
+    let pki = TestPki::generate(dir.path()).unwrap();
+    let token = TestToken::create(dir.path()).unwrap();
+    let signerd = Signerd::start(dir.path(), "signerd", &token, &pki).unwrap();
+    Setup {
+        dir,
+        pki,
+        token,
+        signerd,
+    }
+}
+
+fn tuf_key_id(keytype: &str, public: &[u8]) -> String {
+    use base64::Engine as _;
+    let canonical = format!(
+        r#"{{"keytype":"{keytype}","keyval":{{"private":null,"public":"{}"}}}}"#,
+        base64::engine::general_purpose::STANDARD.encode(public)
+    );
+    hex::encode(sha2::Sha256::digest(canonical.as_bytes()))
+}
+
+fn key_id(id: &str) -> KeyId {
+    KeyId { id: id.to_owned() }
+}
+
+/// Creates a key, checks CreateKey/GetKeyInfo/Sign answers, returns (public key, signature).
+async fn round_trip(
+    s: &Setup,
+    algorithm: &str,
+    method: &str,
+    content: &[u8],
+) -> (Vec<u8>, Vec<u8>) {
+    let mut c = s.signerd.clients().await;
+    let created = c
+        .keys
+        .create_key(CreateKeyRequest {
+            algorithm: algorithm.into(),
+            gun: "example.com/org/app".into(),
+            role: "timestamp".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let info = created.key_info.clone().expect("keyInfo always filled");
+    let id = info.key_id.expect("keyID filled").id;
+    assert_eq!(
+        info.algorithm.expect("algorithm filled").algorithm,
+        algorithm
+    );
+    assert_eq!(
+        id,
+        tuf_key_id(algorithm, &created.public_key),
+        "key ID is the TUF key ID"
+    );
+    assert_eq!(id.len(), 64);
+    assert!(id
+        .chars()
+        .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)));
+
+    let got = c.keys.get_key_info(key_id(&id)).await.unwrap().into_inner();
+    assert_eq!(got.public_key, created.public_key);
+    assert_eq!(got.role, "timestamp");
+    assert_eq!(got.key_info, created.key_info);
+
+    let sig = c
+        .signer
+        .sign(SignatureRequest {
+            key_id: Some(key_id(&id)),
+            content: content.to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sig.algorithm.unwrap().algorithm, method);
+    assert_eq!(
+        sig.key_info, created.key_info,
+        "Sign echoes the key's ID and algorithm"
+    );
+    (created.public_key, sig.content)
+}
+
+#[tokio::test]
+async fn ecdsa_public_key_is_spki_and_signature_is_raw_r_s_over_sha256() {
+    let s = setup("wire-ecdsa");
+    let content = br#"{"_type":"Timestamp","version":1}"#;
+    let (public, sig) = round_trip(&s, "ecdsa", "ecdsa", content).await;
+    assert_eq!(public.len(), 91, "DER SubjectPublicKeyInfo for P-256");
+    use p256::pkcs8::DecodePublicKey as _;
+    let vk = p256::ecdsa::VerifyingKey::from_public_key_der(&public).unwrap();
+    assert_eq!(sig.len(), 64, "raw r||s, not DER");
+    let sig = p256::ecdsa::Signature::from_slice(&sig).unwrap();
+    vk.verify(content, &sig)
+        .expect("verifies over SHA-256 of the content");
+    assert!(vk.verify(b"other", &sig).is_err());
+}
+
+#[tokio::test]
+async fn ed25519_public_key_is_raw_and_signature_is_pure_eddsa() {
+    let s = setup("wire-ed25519");
+    let (public, sig) = round_trip(&s, "ed25519", "eddsa", b"content").await;
+    assert_eq!(public.len(), 32, "raw 32 bytes, not SPKI");
+    let vk = ed25519_dalek::VerifyingKey::from_bytes(&public.try_into().unwrap()).unwrap();
+    let sig = ed25519_dalek::Signature::from_slice(&sig).unwrap();
+    vk.verify_strict(b"content", &sig).unwrap();
+}
+
+#[tokio::test]
+async fn rsa_public_key_is_spki_and_signature_is_pss_sha256_salt_32() {
+    let s = setup("wire-rsa");
+    let (public, sig) = round_trip(&s, "rsa", "rsapss", b"content").await;
+    use rsa::pkcs8::DecodePublicKey as _;
+    use rsa::traits::PublicKeyParts as _;
+    let pk = rsa::RsaPublicKey::from_public_key_der(&public).unwrap();
+    assert_eq!(pk.size() * 8, 3072, "default RSA size");
+    let digest = sha2::Sha256::digest(b"content");
+    pk.verify(rsa::Pss::new_with_salt::<sha2::Sha256>(32), &digest, &sig)
+        .unwrap();
+}
+
+#[tokio::test]
+async fn errors_have_precise_codes_and_the_daemon_stays_up() {
+    let mut s = setup("wire-errors");
+    let mut c = s.signerd.clients().await;
+    let unknown = "ab".repeat(32);
+
+    let e = c.keys.get_key_info(key_id(&unknown)).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    assert!(e.message().contains(&unknown));
+    let e = c
+        .signer
+        .sign(SignatureRequest {
+            key_id: Some(key_id(&unknown)),
+            content: b"x".to_vec(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+
+    // The Go signer crashes on an unset key ID; signerd answers and stays up.
+    let e = c
+        .signer
+        .sign(SignatureRequest {
+            key_id: None,
+            content: b"x".to_vec(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    let e = c
+        .signer
+        .sign(SignatureRequest {
+            key_id: Some(key_id("")),
+            content: vec![],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    let e = c.keys.get_key_info(key_id("not-hex")).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(
+        e.message().contains("64"),
+        "says what a key ID is: {}",
+        e.message()
+    );
+
+    let e = c
+        .keys
+        .create_key(CreateKeyRequest {
+            algorithm: "dsa".into(),
+            gun: "g".into(),
+            role: "timestamp".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(
+        e.message().contains("ecdsa, ed25519 or rsa"),
+        "{}",
+        e.message()
+    );
+
+    // DeleteKey of an unknown key is OK (idempotent), and deleting a real key removes it.
+    c.keys
+        .delete_key(key_id(&unknown))
+        .await
+        .expect("idempotent delete");
+    let created = c
+        .keys
+        .create_key(CreateKeyRequest {
+            algorithm: "ecdsa".into(),
+            gun: "g".into(),
+            role: "snapshot".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let id = created.key_info.unwrap().key_id.unwrap().id;
+    c.keys.delete_key(key_id(&id)).await.unwrap();
+    assert_eq!(
+        c.keys.get_key_info(key_id(&id)).await.unwrap_err().code(),
+        Code::NotFound
+    );
+
+    s.signerd
+        .process()
+        .ensure_running()
+        .expect("signerd survived every bad request");
+    let health = c
+        .health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(health.into_inner().status, ServingStatus::Serving as i32);
+}
+
+#[tokio::test]
+async fn health_serves_notary_names_and_refuses_unknown_services() {
+    let s = setup("wire-health");
+    let mut c = s.signerd.clients().await;
+    for service in [
+        "",
+        "grpc.health.v1.Health.KeyManagement",
+        "grpc.health.v1.Health.Signer",
+    ] {
+        let r = c
+            .health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            r.into_inner().status,
+            ServingStatus::Serving as i32,
+            "{service:?}"
+        );
+    }
+    let e = c
+        .health
+        .check(HealthCheckRequest {
+            service: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn health_is_a_live_probe_not_a_cached_flag() {
+    let s = setup("wire-health-live");
+    let mut c = s.signerd.clients().await;
+    let check = |mut c: signerd_tests::signerd::Clients| async move {
+        c.health
+            .check(HealthCheckRequest {
+                service: "grpc.health.v1.Health.Signer".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+    };
+    assert_eq!(check(c.clone()).await, ServingStatus::Serving as i32);
+    // Take the token away under the running daemon: its files disappear.
+    let token_dir = s.token.softhsm.token_dir();
+    let moved = s.dir.path().join("token-away");
+    std::fs::rename(&token_dir, &moved).unwrap();
+    std::fs::create_dir(&token_dir).unwrap();
+    assert_eq!(check(c.clone()).await, ServingStatus::NotServing as i32);
+    let e = c
+        .signer
+        .sign(SignatureRequest {
+            key_id: Some(key_id(&"cd".repeat(32))),
+            content: b"x".to_vec(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "token gone: {e:?}");
+    // Put it back: signerd reconnects by itself (it re-initializes the module at most every
+    // two seconds while the token is missing).
+    std::fs::remove_dir(&token_dir).unwrap();
+    std::fs::rename(&moved, &token_dir).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while check(c.clone()).await != ServingStatus::Serving as i32 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "signerd did not reconnect to the token"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test]
+async fn clients_without_a_certificate_or_from_another_ca_are_refused() {
+    let s = setup("wire-mtls");
+    let ca = s.pki.ca.cert_path().to_owned();
+    let refused = |r: Result<(), tonic::Status>| assert!(r.is_err(), "must be refused");
+
+    // No client certificate: the handshake (or the first call on it) fails.
+    let call = |channel: tonic::transport::Channel| async move {
+        let mut h = signerd_proto::health::health_client::HealthClient::new(channel);
+        h.check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .map(|_| ())
+    };
+    match s.signerd.channel_as(None, &ca).await {
+        Err(_) => {}
+        Ok(channel) => refused(call(channel).await),
+    }
+    // A certificate from an unrelated CA.
+    let other = signerd_tests::TestCa::new(s.dir.path(), "other-ca").unwrap();
+    let stranger = other.issue_client("stranger").unwrap();
+    match s.signerd.channel_as(Some(&stranger), &ca).await {
+        Err(_) => {}
+        Ok(channel) => refused(call(channel).await),
+    }
+    // The right certificate works on the same server.
+    call(s.signerd.channel().await.unwrap()).await.unwrap();
+}
+
+#[tokio::test]
+async fn wrong_pin_answers_failed_precondition_and_says_what_to_do() {
+    let dir = TestDir::new("wire-pin").unwrap();
+    let pki = TestPki::generate(dir.path()).unwrap();
+    let token = TestToken::create(dir.path()).unwrap();
+    std::fs::write(&token.pin_file, "000000").unwrap();
+    let mut signerd = Signerd::start(dir.path(), "signerd", &token, &pki).unwrap();
+    let mut c = signerd.clients().await;
+    let e = c
+        .keys
+        .create_key(CreateKeyRequest {
+            algorithm: "ecdsa".into(),
+            gun: "g".into(),
+            role: "timestamp".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(
+        e.message().contains(&token.pin_file.display().to_string()),
+        "{}",
+        e.message()
+    );
+    let h = c
+        .health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(h.into_inner().status, ServingStatus::NotServing as i32);
+    // Fix the PIN file: no restart needed.
+    std::fs::write(&token.pin_file, signerd_tests::signerd::TEST_PIN).unwrap();
+    let h = c
+        .health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(h.into_inner().status, ServingStatus::Serving as i32);
+    assert!(!signerd.logs().contains("000000"), "no PIN in logs");
+    signerd.stop().unwrap();
+}
+
+#[tokio::test]
+async fn keys_survive_a_restart_and_are_shared_by_two_daemons_on_one_token() {
+    let mut s = setup("wire-shared");
+    let second = Signerd::start(s.dir.path(), "signerd-2", &s.token, &s.pki).unwrap();
+    let mut one = s.signerd.clients().await;
+    let mut two = second.clients().await;
+    let created = one
+        .keys
+        .create_key(CreateKeyRequest {
+            algorithm: "ecdsa".into(),
+            gun: "g".into(),
+            role: "timestamp".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let id = created.key_info.unwrap().key_id.unwrap().id;
+    let sig = two
+        .signer
+        .sign(SignatureRequest {
+            key_id: Some(key_id(&id)),
+            content: b"shared".to_vec(),
+        })
+        .await
+        .expect("a key made through one signerd signs through the other")
+        .into_inner();
+    use p256::pkcs8::DecodePublicKey as _;
+    let vk = p256::ecdsa::VerifyingKey::from_public_key_der(&created.public_key).unwrap();
+    vk.verify(
+        b"shared",
+        &p256::ecdsa::Signature::from_slice(&sig.content).unwrap(),
+    )
+    .unwrap();
+
+    s.signerd.restart().unwrap();
+    let mut again = s.signerd.clients().await;
+    let info = again
+        .keys
+        .get_key_info(key_id(&id))
+        .await
+        .expect("found in the token after restart");
+    assert_eq!(info.into_inner().public_key, created.public_key);
+}
+
+#[tokio::test]
+async fn one_log_line_per_key_operation_without_secrets() {
+    let mut s = setup("wire-logs");
+    let mut c = s.signerd.clients().await;
+    let created = c
+        .keys
+        .create_key(CreateKeyRequest {
+            algorithm: "ecdsa".into(),
+            gun: "example.com/app".into(),
+            role: "snapshot".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let id = created.key_info.unwrap().key_id.unwrap().id;
+    c.signer
+        .sign(SignatureRequest {
+            key_id: Some(key_id(&id)),
+            content: b"SECRET-CONTENT".to_vec(),
+        })
+        .await
+        .unwrap();
+    let status = s.signerd.stop().unwrap();
+    assert!(status.success(), "SIGTERM drains and exits 0: {status:?}");
+    let logs = s.signerd.logs();
+    let sign_lines: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("method=\"Sign\""))
+        .collect();
+    assert_eq!(sign_lines.len(), 1, "{logs}");
+    let line = sign_lines[0];
+    for field in [
+        id.as_str(),
+        "gun=\"example.com/app\"",
+        "role=\"snapshot\"",
+        "notary-server-client",
+        "outcome=\"ok\"",
+        "duration_ms=",
+    ] {
+        assert!(line.contains(field), "missing {field} in {line}");
+    }
+    assert!(logs.contains("method=\"CreateKey\""), "{logs}");
+    assert!(
+        !logs.contains("SECRET-CONTENT") && !logs.contains(signerd_tests::signerd::TEST_PIN),
+        "{logs}"
+    );
+    assert!(logs.contains("drained"), "{logs}");
+}
