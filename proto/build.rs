@@ -1,7 +1,11 @@
 //! Compiles the wire contracts with `protox` (pure Rust), so no system `protoc` is needed.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/signer.proto", "proto/grpc/health/v1/health.proto"];
+    let files = [
+        "proto/signer.proto",
+        "proto/grpc/health/v1/health.proto",
+        "proto/signerd/admin/v1/admin.proto",
+    ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }

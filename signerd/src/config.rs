@@ -418,6 +418,18 @@ mod tests {
     }
 
     #[test]
+    fn shipped_example_configs_resolve() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+        for name in ["softhsm.toml", "yubikey.toml", "network-hsm.toml"] {
+            let cfg = FileConfig::load(Some(&dir.join(name)), no_env).unwrap();
+            let settings = cfg
+                .resolve(true)
+                .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+            assert!(settings.token.unwrap().uri.module_path.is_some(), "{name}");
+        }
+    }
+
+    #[test]
     fn unknown_field_names_the_field() {
         let err = FileConfig::load(Some(&fixture("unknown-field.toml")), no_env).unwrap_err();
         assert!(err.0.contains("unknown field `listn`"), "{}", err.0);
