@@ -53,7 +53,8 @@ impl OpLog {
 
     /// Writes the line for this outcome.
     pub fn finish<T>(self, result: &Result<T, TokenError>) {
-        let duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        // Microsecond resolution is plenty, and keeps the lines short.
+        let duration_ms = (self.started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0;
         let (method, key_id, gun, role, client) = (
             self.method,
             &self.key_id,
