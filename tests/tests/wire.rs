@@ -479,3 +479,81 @@ async fn one_log_line_per_key_operation_without_secrets() {
     );
     assert!(logs.contains("drained"), "{logs}");
 }
+
+#[tokio::test]
+async fn sigterm_lets_an_in_flight_request_finish() {
+    let mut s = setup("wire-drain");
+    let mut c = s.signerd.clients().await;
+    // An RSA-3072 key takes SoftHSM a few hundred milliseconds to make: long enough to be in
+    // flight when SIGTERM arrives.
+    let create = tokio::spawn(async move {
+        c.keys
+            .create_key(CreateKeyRequest {
+                algorithm: "rsa".into(),
+                gun: "g".into(),
+                role: "timestamp".into(),
+            })
+            .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    let pid = nix::unistd::Pid::from_raw(s.signerd.process().id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let created = create
+        .await
+        .unwrap()
+        .expect("the request in flight finished")
+        .into_inner();
+    assert!(!created.public_key.is_empty());
+    let status = s.signerd.stop().unwrap();
+    assert!(status.success(), "{status:?}");
+    let logs = s.signerd.logs();
+    let drain = logs.find("draining").expect("logged the drain");
+    let created_at = logs
+        .find("method=\"CreateKey\"")
+        .expect("logged the key operation");
+    assert!(
+        created_at > drain,
+        "the operation finished during the drain:\n{logs}"
+    );
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line_with_the_operation_fields() {
+    let dir = TestDir::new("wire-json").unwrap();
+    let pki = TestPki::generate(dir.path()).unwrap();
+    let token = TestToken::create(dir.path()).unwrap();
+    let mut signerd = Signerd::start_with(
+        dir.path(),
+        "signerd",
+        &token,
+        &pki,
+        &["--log-format", "json"],
+    )
+    .unwrap();
+    let mut c = signerd.clients().await;
+    c.keys
+        .create_key(CreateKeyRequest {
+            algorithm: "ed25519".into(),
+            gun: "example.com/j".into(),
+            role: "timestamp".into(),
+        })
+        .await
+        .unwrap();
+    signerd.stop().unwrap();
+    let logs = std::fs::read_to_string(signerd.process().stderr_log()).unwrap();
+    let mut ops = 0;
+    for line in logs.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        if v["method"] == "CreateKey" {
+            ops += 1;
+            assert_eq!(v["gun"], "example.com/j");
+            assert_eq!(v["role"], "timestamp");
+            assert_eq!(v["outcome"], "ok");
+            assert_eq!(v["client"], "CN=notary-server-client");
+            assert_eq!(v["key_id"].as_str().unwrap().len(), 64);
+            assert!(v["duration_ms"].is_number());
+        }
+    }
+    assert_eq!(ops, 1, "{logs}");
+}
