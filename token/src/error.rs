@@ -82,6 +82,13 @@ pub enum TokenError {
         /// What is wrong.
         reason: String,
     },
+    /// A request the token layer cannot carry out as asked (wrong mechanism for the key, a
+    /// malformed certificate or private key, an object of the wrong class).
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// No object matches the reference given.
+    #[error("{0}")]
+    ObjectNotFound(String),
     /// Any other PKCS#11 failure.
     #[error("{call} failed: {rv:?}")]
     Pkcs11 {
@@ -118,8 +125,10 @@ impl TokenError {
         match self {
             TokenError::InvalidKeyId(_)
             | TokenError::MissingKeyId
-            | TokenError::UnsupportedAlgorithm(_) => ErrorKind::InvalidRequest,
-            TokenError::KeyNotFound(_) => ErrorKind::NotFound,
+            | TokenError::UnsupportedAlgorithm(_)
+            | TokenError::InvalidRequest(_) => ErrorKind::InvalidRequest,
+            TokenError::Pkcs11 { rv, .. } if is_caller_error(*rv) => ErrorKind::InvalidRequest,
+            TokenError::KeyNotFound(_) | TokenError::ObjectNotFound(_) => ErrorKind::NotFound,
             TokenError::TokenNotFound { .. }
             | TokenError::TokenUnavailable { .. }
             | TokenError::ModuleLoad { .. } => ErrorKind::Unavailable,
@@ -134,6 +143,26 @@ impl TokenError {
             | TokenError::Cryptoki(_) => ErrorKind::Internal,
         }
     }
+}
+
+/// Return values that mean the caller asked for something the token cannot do with these
+/// inputs (data of the wrong size, a mechanism or template the token refuses), not a fault.
+fn is_caller_error(rv: RvError) -> bool {
+    matches!(
+        rv,
+        RvError::DataLenRange
+            | RvError::DataInvalid
+            | RvError::MechanismInvalid
+            | RvError::MechanismParamInvalid
+            | RvError::KeyTypeInconsistent
+            | RvError::KeyFunctionNotPermitted
+            | RvError::TemplateIncomplete
+            | RvError::TemplateInconsistent
+            | RvError::AttributeValueInvalid
+            | RvError::AttributeTypeInvalid
+            | RvError::DomainParamsInvalid
+            | RvError::CurveNotSupported
+    )
 }
 
 /// What a failed PKCS#11 call means for the session and the connection to the token.
@@ -230,6 +259,14 @@ mod tests {
             e.into_token_error().to_string(),
             "C_Sign failed: KeyHandleInvalid"
         );
+    }
+
+    #[test]
+    fn refused_inputs_are_invalid_requests() {
+        let e: CallError = CkError::Pkcs11(RvError::DataLenRange, Function::Sign).into();
+        assert_eq!(e.into_token_error().kind(), ErrorKind::InvalidRequest);
+        let e: CallError = CkError::Pkcs11(RvError::FunctionFailed, Function::Sign).into();
+        assert_eq!(e.into_token_error().kind(), ErrorKind::Internal);
     }
 
     #[test]

@@ -164,6 +164,76 @@ impl KeyUsage {
     }
 }
 
+/// OID of id-ecPublicKey (RFC 5480).
+const EC_PUBLIC_KEY_OID: &str = "1.2.840.10045.2.1";
+/// OID of the P-256 curve.
+const P256_OID: &str = "1.2.840.10045.3.1.7";
+/// OID of Ed25519 (RFC 8410).
+const ED25519_OID: &str = "1.3.101.112";
+/// OID of rsaEncryption.
+const RSA_OID: &str = "1.2.840.113549.1.1.1";
+
+/// A public key in Notary's encoding, read from a DER SubjectPublicKeyInfo (of a certificate or
+/// a CSR): the SPKI itself for P-256 and RSA, the raw 32 bytes for Ed25519.
+pub fn public_key_from_spki(spki_der: &[u8]) -> Result<(KeyAlgorithm, Vec<u8>), String> {
+    use der::{Decode as _, Encode as _};
+    let spki = spki::SubjectPublicKeyInfoOwned::from_der(spki_der)
+        .map_err(|e| format!("not a DER SubjectPublicKeyInfo: {e}"))?;
+    let oid = spki.algorithm.oid.to_string();
+    match oid.as_str() {
+        EC_PUBLIC_KEY_OID => {
+            let curve = spki
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.decode_as::<der::asn1::ObjectIdentifier>().ok())
+                .map(|o| o.to_string());
+            if curve.as_deref() != Some(P256_OID) {
+                return Err(
+                    "an EC key that is not on P-256 (signerd's ecdsa is P-256 only)".into(),
+                );
+            }
+            // Re-encode so the bytes are exactly what the token layer gives for the same key.
+            spki.to_der()
+                .map(|d| (KeyAlgorithm::Ecdsa, d))
+                .map_err(|e| e.to_string())
+        }
+        ED25519_OID => {
+            let raw = spki.subject_public_key.raw_bytes();
+            if raw.len() != 32 {
+                return Err(format!("an Ed25519 key has 32 bytes, not {}", raw.len()));
+            }
+            Ok((KeyAlgorithm::Ed25519, raw.to_vec()))
+        }
+        RSA_OID => spki
+            .to_der()
+            .map(|d| (KeyAlgorithm::Rsa, d))
+            .map_err(|e| e.to_string()),
+        other => Err(format!(
+            "public key algorithm {other} is not one signerd uses (P-256, Ed25519, RSA)"
+        )),
+    }
+}
+
+/// The DER SubjectPublicKeyInfo of a public key given in Notary's encoding (only Ed25519 keys
+/// differ: their raw 32 bytes get wrapped).
+pub fn spki_from_public_key(algorithm: KeyAlgorithm, public_key: &[u8]) -> Result<Vec<u8>, String> {
+    use der::Encode as _;
+    match algorithm {
+        KeyAlgorithm::Ecdsa | KeyAlgorithm::Rsa => Ok(public_key.to_vec()),
+        KeyAlgorithm::Ed25519 => spki::SubjectPublicKeyInfoOwned {
+            algorithm: spki::AlgorithmIdentifierOwned {
+                oid: der::asn1::ObjectIdentifier::new_unwrap(ED25519_OID),
+                parameters: None,
+            },
+            subject_public_key: der::asn1::BitString::from_bytes(public_key)
+                .map_err(|e| e.to_string())?,
+        }
+        .to_der()
+        .map_err(|e| e.to_string()),
+    }
+}
+
 /// A key held in the token, as the signer protocol describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyInfo {
@@ -223,6 +293,25 @@ mod tests {
         assert_eq!(u.label(), "targets/releases@localhost:5000/org/app");
         assert_eq!(KeyUsage::from_label(&u.label()), u);
         assert_eq!(KeyUsage::from_label("plain").role, "plain");
+    }
+
+    #[test]
+    fn spki_round_trips_for_every_algorithm() {
+        use p256::pkcs8::EncodePublicKey as _;
+        let p256 = p256::SecretKey::from_slice(&[7u8; 32])
+            .unwrap()
+            .public_key()
+            .to_public_key_der()
+            .unwrap()
+            .into_vec();
+        let (alg, bytes) = public_key_from_spki(&p256).unwrap();
+        assert_eq!((alg, &bytes), (KeyAlgorithm::Ecdsa, &p256));
+        let ed = spki_from_public_key(KeyAlgorithm::Ed25519, &[3u8; 32]).unwrap();
+        assert_eq!(
+            public_key_from_spki(&ed).unwrap(),
+            (KeyAlgorithm::Ed25519, vec![3u8; 32])
+        );
+        assert!(public_key_from_spki(b"junk").is_err());
     }
 
     #[test]

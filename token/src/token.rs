@@ -25,6 +25,7 @@ use sha2::{Digest, Sha256};
 use crate::encoding;
 use crate::error::{CallError, Fault, TokenError};
 use crate::key::{KeyAlgorithm, KeyId, KeyInfo, KeyUsage, Signature};
+use crate::objects::{today, KeyNaming, KeySpec};
 use crate::pin::PinSource;
 use crate::pool::SessionPool;
 use crate::uri::Pkcs11Uri;
@@ -88,8 +89,8 @@ pub struct TokenDescription {
 
 /// Keys in one PKCS#11 token. `Send + Sync`: share it in an `Arc`.
 pub struct Token {
-    config: TokenConfig,
-    module: Pkcs11,
+    pub(crate) config: TokenConfig,
+    pub(crate) module: Pkcs11,
     module_path: String,
     connection: Mutex<Option<Arc<Connection>>>,
     keys: RwLock<HashMap<KeyId, CachedKey>>,
@@ -100,10 +101,10 @@ pub struct Token {
 }
 
 /// A found token slot and the sessions open on it.
-struct Connection {
+pub(crate) struct Connection {
     generation: u64,
-    slot: Slot,
-    description: TokenDescription,
+    pub(crate) slot: Slot,
+    pub(crate) description: TokenDescription,
     pool: SessionPool,
 }
 
@@ -115,10 +116,10 @@ struct CachedKey {
 }
 
 /// What an operation on one session returns: a value, or a failed call to classify.
-type Attempt<T> = Result<T, OpError>;
+pub(crate) type Attempt<T> = Result<T, OpError>;
 
 /// An operation's failure: a PKCS#11 call to classify and maybe retry, or a final answer.
-enum OpError {
+pub(crate) enum OpError {
     Call(CallError),
     Final(TokenError),
 }
@@ -321,6 +322,7 @@ impl Token {
 
     // === operations on one session ===
 
+    /// Generates a TUF-named key pair (for notary-server's `CreateKey`) and caches it.
     fn generate(
         &self,
         conn: &Connection,
@@ -328,26 +330,59 @@ impl Token {
         algorithm: KeyAlgorithm,
         usage: &KeyUsage,
     ) -> Attempt<CachedKey> {
-        // The key ID is a hash of the public key, known only after generation: generate under a
-        // random placeholder ID, then set the real CKA_ID and label on both halves.
-        let placeholder = session.generate_random_vec(16)?;
-        let pending_label = format!("pending@{}", usage.gun).into_bytes();
+        let spec = KeySpec {
+            algorithm,
+            rsa_bits: None,
+            naming: KeyNaming::Tuf(usage.clone()),
+        };
+        let pair = self.generate_pair(session, &spec)?;
+        Ok(CachedKey {
+            info: KeyInfo {
+                id: pair.tuf_id,
+                algorithm,
+                public_key: pair.public_key,
+                usage: usage.clone(),
+            },
+            private: pair.private,
+            generation: conn.generation,
+        })
+    }
+
+    /// Generates a key pair in the token (private half sensitive and not extractable, both
+    /// public half dated today), named as `spec` says: every key signerd makes goes through here.
+    pub(crate) fn generate_pair(
+        &self,
+        session: &Session,
+        spec: &KeySpec,
+    ) -> Attempt<GeneratedPair> {
+        // A TUF key ID is a hash of the public key, known only after generation: generate under
+        // a random placeholder ID, then set the real CKA_ID and label on both halves.
+        let (first_id, first_label) = match &spec.naming {
+            KeyNaming::Tuf(usage) => (
+                session.generate_random_vec(16)?,
+                format!("pending@{}", usage.gun).into_bytes(),
+            ),
+            KeyNaming::Fixed { id, label } => (id.clone(), label.clone().into_bytes()),
+        };
         let common = |private: bool| {
             vec![
                 Attribute::Token(true),
                 Attribute::Private(private),
-                Attribute::Id(placeholder.clone()),
-                Attribute::Label(pending_label.clone()),
+                Attribute::Id(first_id.clone()),
+                Attribute::Label(first_label.clone()),
             ]
         };
         let mut public = common(false);
-        public.push(Attribute::Verify(true));
+        // Dated on the public half only: SoftHSM 2.6 stores CK_DATE values of private objects
+        // so that reading them back fails with CKR_GENERAL_ERROR.
+        public.extend([Attribute::Verify(true), Attribute::StartDate(today())]);
         let mut private = common(true);
         private.extend([
             Attribute::Sign(true),
             Attribute::Sensitive(true),
             Attribute::Extractable(false),
         ]);
+        let algorithm = spec.algorithm;
         let mechanism = match algorithm {
             KeyAlgorithm::Ecdsa => {
                 public.push(Attribute::EcParams(P256_PARAMS.to_vec()));
@@ -358,35 +393,32 @@ impl Token {
                 Mechanism::EccEdwardsKeyPairGen
             }
             KeyAlgorithm::Rsa => {
-                public.push(Attribute::ModulusBits(
-                    u64::from(self.config.rsa_bits).into(),
-                ));
+                let bits = spec.rsa_bits.unwrap_or(self.config.rsa_bits);
+                public.push(Attribute::ModulusBits(u64::from(bits).into()));
                 public.push(Attribute::PublicExponent(vec![0x01, 0x00, 0x01]));
                 Mechanism::RsaPkcsKeyPairGen
             }
         };
         let (pub_handle, priv_handle) = session.generate_key_pair(&mechanism, &public, &private)?;
-        let named = (|| -> Attempt<KeyInfo> {
+        let named = (|| -> Attempt<(Vec<u8>, KeyId)> {
             let public_key = read_public_key(session, pub_handle, algorithm)?;
             let id = KeyId::of_public_key(algorithm, &public_key);
-            let final_attrs = [
-                Attribute::Id(id.as_bytes().to_vec()),
-                Attribute::Label(usage.label().into_bytes()),
-            ];
-            session.update_attributes(pub_handle, &final_attrs)?;
-            session.update_attributes(priv_handle, &final_attrs)?;
-            Ok(KeyInfo {
-                id,
-                algorithm,
-                public_key,
-                usage: usage.clone(),
-            })
+            if let KeyNaming::Tuf(usage) = &spec.naming {
+                let final_attrs = [
+                    Attribute::Id(id.as_bytes().to_vec()),
+                    Attribute::Label(usage.label().into_bytes()),
+                ];
+                session.update_attributes(pub_handle, &final_attrs)?;
+                session.update_attributes(priv_handle, &final_attrs)?;
+            }
+            Ok((public_key, id))
         })();
         match named {
-            Ok(info) => Ok(CachedKey {
-                info,
+            Ok((public_key, tuf_id)) => Ok(GeneratedPair {
+                public: pub_handle,
                 private: priv_handle,
-                generation: conn.generation,
+                public_key,
+                tuf_id,
             }),
             Err(e) => {
                 // Leave no half-made key behind.
@@ -480,7 +512,7 @@ impl Token {
 
     /// Runs `op` on a pooled session, retrying on a fresh session after session faults and
     /// after reconnecting when the token went away.
-    fn run<T>(
+    pub(crate) fn run<T>(
         &self,
         mut op: impl FnMut(&Connection, &Session) -> Attempt<T>,
     ) -> Result<T, TokenError> {
@@ -699,6 +731,11 @@ impl Token {
         self.keys.read().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Drops a key from the handle cache (its objects are about to change).
+    pub(crate) fn forget_key(&self, id: &KeyId) {
+        self.write_keys().remove(id);
+    }
+
     fn write_keys(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<KeyId, CachedKey>> {
         self.keys.write().unwrap_or_else(|p| p.into_inner())
     }
@@ -713,8 +750,18 @@ impl std::fmt::Debug for Token {
     }
 }
 
+/// A key pair just generated in the token.
+pub(crate) struct GeneratedPair {
+    pub(crate) public: ObjectHandle,
+    pub(crate) private: ObjectHandle,
+    /// The public key in Notary's encoding.
+    pub(crate) public_key: Vec<u8>,
+    /// The TUF key ID of the public key (the CKA_ID too, when named the TUF way).
+    pub(crate) tuf_id: KeyId,
+}
+
 /// Reads a public key object into Notary's encoding for `algorithm`.
-fn read_public_key(
+pub(crate) fn read_public_key(
     session: &Session,
     handle: ObjectHandle,
     algorithm: KeyAlgorithm,
