@@ -24,6 +24,9 @@ pub const TEST_SO_PIN: &str = "135791";
 /// The label of test tokens.
 pub const TEST_TOKEN_LABEL: &str = "signerd-test";
 
+/// How many ports signerd is started on when the chosen one was taken in the meantime.
+const BIND_ATTEMPTS: usize = 3;
+
 /// How long signerd gets to listen after start.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -104,38 +107,47 @@ impl Signerd {
         pki: &TestPki,
         extra: &[&str],
     ) -> io::Result<Signerd> {
-        let port = free_port()?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let path = |p: &Path| p.display().to_string();
-        let mut command = vec![
-            "serve".to_string(),
-            "--listen".into(),
-            addr.to_string(),
-            "--tls-cert".into(),
-            path(&pki.server.cert),
-            "--tls-key".into(),
-            path(&pki.server.key),
-            "--client-ca".into(),
-            path(pki.ca.cert_path()),
-            "--token".into(),
-            token.uri.clone(),
-            "--dev-dir".into(),
-            path(&dir.join(format!("{name}-unused-dev-dir"))),
-        ];
-        command.extend(extra.iter().map(|s| s.to_string()));
-        let mut signerd = Signerd {
-            process: None,
-            name: name.to_owned(),
-            log_dir: dir.to_owned(),
-            command,
-            softhsm_conf: token.softhsm.conf(),
-            addr,
-            endpoint: pki.signer_endpoint(port),
-            client: pki.client.clone(),
-            ca: pki.ca.cert_path().to_owned(),
-        };
-        signerd.launch()?;
-        Ok(signerd)
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            // Another test may take the free port before signerd binds it: try a new one.
+            let port = free_port()?;
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            let mut command = vec![
+                "serve".to_string(),
+                "--listen".into(),
+                addr.to_string(),
+                "--tls-cert".into(),
+                path(&pki.server.cert),
+                "--tls-key".into(),
+                path(&pki.server.key),
+                "--client-ca".into(),
+                path(pki.ca.cert_path()),
+                "--token".into(),
+                token.uri.clone(),
+                "--dev-dir".into(),
+                path(&dir.join(format!("{name}-unused-dev-dir"))),
+            ];
+            command.extend(extra.iter().map(|s| s.to_string()));
+            let mut signerd = Signerd {
+                process: None,
+                name: name.to_owned(),
+                log_dir: dir.to_owned(),
+                command,
+                softhsm_conf: token.softhsm.conf(),
+                addr,
+                endpoint: pki.signer_endpoint(port),
+                client: pki.client.clone(),
+                ca: pki.ca.cert_path().to_owned(),
+            };
+            match signerd.launch() {
+                Ok(()) => return Ok(signerd),
+                Err(e) if attempt < BIND_ATTEMPTS && e.to_string().contains("cannot listen on") => {
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     fn launch(&mut self) -> io::Result<()> {
