@@ -1,4 +1,5 @@
-//! The gRPC server: mutual TLS, the Notary signer services and health, graceful shutdown.
+//! The gRPC server: mutual TLS, the Notary signer services and health, the admin API (on its
+//! Unix socket, and on the mTLS port for admin client certificates), graceful shutdown.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
+use crate::admin::serving::AdminServing;
 use crate::grpc::health::TokenHealth;
 use crate::grpc::inflight::InFlight;
 use crate::grpc::notary::NotarySigner;
@@ -31,17 +33,23 @@ pub async fn serve(
     listener: TcpListener,
     tls: &TlsMaterial,
     keys: KeyStore,
+    admin: Option<AdminServing>,
     grace: Duration,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let in_flight = InFlight::default();
     let signer = NotarySigner::new(keys.clone(), in_flight.clone());
+    let admin_on_tls = admin
+        .as_ref()
+        .and_then(|a| a.tls_service(&keys, &in_flight));
+    let mut admin_socket = admin.and_then(|a| a.spawn_socket(&keys, &in_flight));
     let router = Server::builder()
         .tls_config(tls.server_config())
         .map_err(|e| format!("TLS configuration refused: {e}"))?
         .add_service(KeyManagementServer::new(signer.clone()))
         .add_service(SignerServer::new(signer))
-        .add_service(HealthServer::new(TokenHealth::new(keys)));
+        .add_service(HealthServer::new(TokenHealth::new(keys)))
+        .add_optional_service(admin_on_tls);
 
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
     let incoming = TcpIncoming::from(listener);
@@ -67,10 +75,16 @@ pub async fn serve(
     // Stop accepting and send GOAWAY; then wait for the key operations in flight, not for
     // idle connections (notary-server keeps one open for as long as it runs).
     let _ = drain_tx.send(());
+    if let Some(socket) = admin_socket.as_mut() {
+        socket.stop_accepting();
+    }
     let drained = tokio::time::timeout(grace, async {
         tokio::select! {
+            // Every connection closed: nothing left at all.
             _ = &mut server => {}
-            () = in_flight.idle() => {}
+            // No operation for a settle period: a request still on its way from the socket to
+            // its handler is counted by then, and responses already made get flushed.
+            () = quiet(&in_flight) => {}
         }
     })
     .await;
@@ -82,7 +96,22 @@ pub async fn serve(
         ),
     }
     server.abort();
+    drop(admin_socket);
     Ok(())
+}
+
+/// How long no key operation must be in flight before the drain counts as done.
+const SETTLE: Duration = Duration::from_millis(300);
+
+/// Resolves once no operation has been in flight for [`SETTLE`].
+async fn quiet(in_flight: &InFlight) {
+    loop {
+        in_flight.idle().await;
+        tokio::time::sleep(SETTLE).await;
+        if in_flight.count() == 0 {
+            return;
+        }
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -44,6 +44,21 @@ fn key_id(id: &str) -> KeyId {
     KeyId { id: id.to_owned() }
 }
 
+fn create_req(algorithm: &str, gun: &str, role: &str) -> CreateKeyRequest {
+    CreateKeyRequest {
+        algorithm: algorithm.into(),
+        gun: gun.into(),
+        role: role.into(),
+    }
+}
+
+fn sign_req(key: Option<KeyId>, content: impl Into<Vec<u8>>) -> SignatureRequest {
+    SignatureRequest {
+        key_id: key,
+        content: content.into(),
+    }
+}
+
 /// Creates a key, checks CreateKey/GetKeyInfo/Sign answers, returns (public key, signature).
 async fn round_trip(
     s: &Setup,
@@ -54,11 +69,7 @@ async fn round_trip(
     let mut c = s.signerd.clients().await;
     let created = c
         .keys
-        .create_key(CreateKeyRequest {
-            algorithm: algorithm.into(),
-            gun: "example.com/org/app".into(),
-            role: "timestamp".into(),
-        })
+        .create_key(create_req(algorithm, "example.com/org/app", "timestamp"))
         .await
         .unwrap()
         .into_inner();
@@ -85,10 +96,7 @@ async fn round_trip(
 
     let sig = c
         .signer
-        .sign(SignatureRequest {
-            key_id: Some(key_id(&id)),
-            content: content.to_vec(),
-        })
+        .sign(sign_req(Some(key_id(&id)), content.to_vec()))
         .await
         .unwrap()
         .into_inner();
@@ -149,10 +157,7 @@ async fn errors_have_precise_codes_and_the_daemon_stays_up() {
     assert!(e.message().contains(&unknown));
     let e = c
         .signer
-        .sign(SignatureRequest {
-            key_id: Some(key_id(&unknown)),
-            content: b"x".to_vec(),
-        })
+        .sign(sign_req(Some(key_id(&unknown)), b"x".to_vec()))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound, "{e:?}");
@@ -160,19 +165,13 @@ async fn errors_have_precise_codes_and_the_daemon_stays_up() {
     // The Go signer crashes on an unset key ID; signerd answers and stays up.
     let e = c
         .signer
-        .sign(SignatureRequest {
-            key_id: None,
-            content: b"x".to_vec(),
-        })
+        .sign(sign_req(None, b"x".to_vec()))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     let e = c
         .signer
-        .sign(SignatureRequest {
-            key_id: Some(key_id("")),
-            content: vec![],
-        })
+        .sign(sign_req(Some(key_id("")), Vec::new()))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
@@ -186,11 +185,7 @@ async fn errors_have_precise_codes_and_the_daemon_stays_up() {
 
     let e = c
         .keys
-        .create_key(CreateKeyRequest {
-            algorithm: "dsa".into(),
-            gun: "g".into(),
-            role: "timestamp".into(),
-        })
+        .create_key(create_req("dsa", "g", "timestamp"))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
@@ -207,11 +202,7 @@ async fn errors_have_precise_codes_and_the_daemon_stays_up() {
         .expect("idempotent delete");
     let created = c
         .keys
-        .create_key(CreateKeyRequest {
-            algorithm: "ecdsa".into(),
-            gun: "g".into(),
-            role: "snapshot".into(),
-        })
+        .create_key(create_req("ecdsa", "g", "snapshot"))
         .await
         .unwrap()
         .into_inner();
@@ -291,10 +282,7 @@ async fn health_is_a_live_probe_not_a_cached_flag() {
     assert_eq!(check(c.clone()).await, ServingStatus::NotServing as i32);
     let e = c
         .signer
-        .sign(SignatureRequest {
-            key_id: Some(key_id(&"cd".repeat(32))),
-            content: b"x".to_vec(),
-        })
+        .sign(sign_req(Some(key_id(&"cd".repeat(32))), b"x".to_vec()))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Unavailable, "token gone: {e:?}");
@@ -352,11 +340,7 @@ async fn wrong_pin_answers_failed_precondition_and_says_what_to_do() {
     let mut c = signerd.clients().await;
     let e = c
         .keys
-        .create_key(CreateKeyRequest {
-            algorithm: "ecdsa".into(),
-            gun: "g".into(),
-            role: "timestamp".into(),
-        })
+        .create_key(create_req("ecdsa", "g", "timestamp"))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
@@ -395,21 +379,14 @@ async fn keys_survive_a_restart_and_are_shared_by_two_daemons_on_one_token() {
     let mut two = second.clients().await;
     let created = one
         .keys
-        .create_key(CreateKeyRequest {
-            algorithm: "ecdsa".into(),
-            gun: "g".into(),
-            role: "timestamp".into(),
-        })
+        .create_key(create_req("ecdsa", "g", "timestamp"))
         .await
         .unwrap()
         .into_inner();
     let id = created.key_info.unwrap().key_id.unwrap().id;
     let sig = two
         .signer
-        .sign(SignatureRequest {
-            key_id: Some(key_id(&id)),
-            content: b"shared".to_vec(),
-        })
+        .sign(sign_req(Some(key_id(&id)), b"shared".to_vec()))
         .await
         .expect("a key made through one signerd signs through the other")
         .into_inner();
@@ -437,20 +414,13 @@ async fn one_log_line_per_key_operation_without_secrets() {
     let mut c = s.signerd.clients().await;
     let created = c
         .keys
-        .create_key(CreateKeyRequest {
-            algorithm: "ecdsa".into(),
-            gun: "example.com/app".into(),
-            role: "snapshot".into(),
-        })
+        .create_key(create_req("ecdsa", "example.com/app", "snapshot"))
         .await
         .unwrap()
         .into_inner();
     let id = created.key_info.unwrap().key_id.unwrap().id;
     c.signer
-        .sign(SignatureRequest {
-            key_id: Some(key_id(&id)),
-            content: b"SECRET-CONTENT".to_vec(),
-        })
+        .sign(sign_req(Some(key_id(&id)), b"SECRET-CONTENT".to_vec()))
         .await
         .unwrap();
     let status = s.signerd.stop().unwrap();
@@ -482,21 +452,26 @@ async fn one_log_line_per_key_operation_without_secrets() {
 
 #[tokio::test]
 async fn sigterm_lets_an_in_flight_request_finish() {
-    let mut s = setup("wire-drain");
-    let mut c = s.signerd.clients().await;
-    // An RSA-3072 key takes SoftHSM a few hundred milliseconds to make: long enough to be in
-    // flight when SIGTERM arrives.
-    let create = tokio::spawn(async move {
-        c.keys
-            .create_key(CreateKeyRequest {
-                algorithm: "rsa".into(),
-                gun: "g".into(),
-                role: "timestamp".into(),
-            })
-            .await
-    });
-    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
-    let pid = nix::unistd::Pid::from_raw(s.signerd.process().id() as i32);
+    let dir = TestDir::new("wire-drain").unwrap();
+    let pki = TestPki::generate(dir.path()).unwrap();
+    let token = TestToken::create(dir.path()).unwrap();
+    // SoftHSM takes a second or more to make an RSA-4096 key: long enough to be in flight when
+    // SIGTERM arrives.
+    let config = dir.path().join("rsa4096.toml");
+    std::fs::write(&config, "[token]\nrsa_bits = 4096\n").unwrap();
+    let mut signerd = Signerd::start_with(
+        dir.path(),
+        "signerd",
+        &token,
+        &pki,
+        &["--config", config.to_str().unwrap()],
+    )
+    .unwrap();
+    let mut c = signerd.clients().await;
+    let create =
+        tokio::spawn(async move { c.keys.create_key(create_req("rsa", "g", "timestamp")).await });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let pid = nix::unistd::Pid::from_raw(signerd.process().id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     let created = create
         .await
@@ -504,9 +479,9 @@ async fn sigterm_lets_an_in_flight_request_finish() {
         .expect("the request in flight finished")
         .into_inner();
     assert!(!created.public_key.is_empty());
-    let status = s.signerd.stop().unwrap();
+    let status = signerd.stop().unwrap();
     assert!(status.success(), "{status:?}");
-    let logs = s.signerd.logs();
+    let logs = signerd.logs();
     let drain = logs.find("draining").expect("logged the drain");
     let created_at = logs
         .find("method=\"CreateKey\"")
@@ -532,11 +507,7 @@ async fn json_logs_are_one_object_per_line_with_the_operation_fields() {
     .unwrap();
     let mut c = signerd.clients().await;
     c.keys
-        .create_key(CreateKeyRequest {
-            algorithm: "ed25519".into(),
-            gun: "example.com/j".into(),
-            role: "timestamp".into(),
-        })
+        .create_key(create_req("ed25519", "example.com/j", "timestamp"))
         .await
         .unwrap();
     signerd.stop().unwrap();
