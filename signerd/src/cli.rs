@@ -25,6 +25,9 @@ enum Command {
     Serve(ServeArgs),
     /// Check the configuration, the TLS files and the token, and say exactly what is wrong.
     CheckConfig(ServeArgs),
+    /// Install the PKCS#11 shim as libykcs11.so for the notary CLI (or remove it).
+    #[command(subcommand)]
+    Shim(crate::shim_install::ShimCommand),
 }
 
 /// Where the configuration comes from; flags override the file and the environment.
@@ -68,6 +71,7 @@ pub fn run() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::CheckConfig(args) => check_config(args),
+        Command::Shim(command) => crate::shim_install::run(command),
     }
 }
 

@@ -14,4 +14,5 @@ pub mod grpc;
 pub mod keys;
 pub mod logging;
 pub mod server;
+pub mod shim_install;
 pub mod tls;
