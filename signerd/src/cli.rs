@@ -1,4 +1,5 @@
-//! The command line: `signerd serve` and `signerd check-config`.
+//! The command line: `signerd serve` and `signerd check-config`, and the admin commands
+//! (`signerd key|ca|csr|root|trust-pinning|sign`, in [`crate::admin_cli`]).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -25,6 +26,8 @@ enum Command {
     Serve(ServeArgs),
     /// Check the configuration, the TLS files and the token, and say exactly what is wrong.
     CheckConfig(ServeArgs),
+    #[command(flatten)]
+    Admin(crate::admin_cli::AdminCommand),
     /// Install the PKCS#11 shim as libykcs11.so for the notary CLI (or remove it).
     #[command(subcommand)]
     Shim(crate::shim_install::ShimCommand),
@@ -57,6 +60,9 @@ struct ServeArgs {
     /// Log format.
     #[arg(long, value_name = "FORMAT", value_parser = ["human", "json"])]
     log_format: Option<String>,
+    /// Unix socket of the admin API [default: admin.socket; with no config, <dev-dir>/admin.sock].
+    #[arg(long, value_name = "PATH")]
+    admin_socket: Option<PathBuf>,
     /// Folder for the embedded development token and certificates.
     #[arg(long, value_name = "DIR", default_value = ".signerd")]
     dev_dir: PathBuf,
@@ -71,6 +77,7 @@ pub fn run() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::CheckConfig(args) => check_config(args),
+        Command::Admin(command) => crate::admin_cli::run(command),
         Command::Shim(command) => crate::shim_install::run(command),
     }
 }
@@ -90,6 +97,7 @@ impl ServeArgs {
             overlay(&mut cfg.token.pin_file, &self.pin_file);
         }
         overlay(&mut cfg.log.format, &self.log_format);
+        overlay(&mut cfg.admin.socket, &self.admin_socket);
         Ok(cfg)
     }
 
@@ -180,6 +188,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         Ok(m) => m,
         Err(e) => return report_config_errors(&[e]),
     };
+    let admin = admin_plan(&settings, &token, dev.as_ref());
     let token = match Token::open(token) {
         Ok(t) => Arc::new(t),
         Err(e) => return report_config_errors(&[e.to_string()]),
@@ -203,6 +212,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     let result = runtime.block_on(async {
         let listener = crate::server::bind(settings.listen).await?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
+        let admin = admin.bind()?;
         if let Some(dev) = &dev {
             print_dev_banner(local, dev);
         }
@@ -211,6 +221,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             listener,
             &material,
             keys.clone(),
+            Some(admin),
             settings.shutdown_grace,
             crate::server::shutdown_signal(),
         )
@@ -225,6 +236,60 @@ fn serve(args: ServeArgs) -> ExitCode {
             eprintln!("signerd: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The admin API as configured, before its socket is bound.
+struct AdminPlan {
+    socket: Option<PathBuf>,
+    policy: crate::admin::policy::AdminPolicy,
+    pins: crate::admin::login::LoginPins,
+}
+
+impl AdminPlan {
+    /// Binds the socket (inside the runtime).
+    fn bind(self) -> Result<crate::admin::serving::AdminServing, String> {
+        let socket = match &self.socket {
+            Some(path) => Some(crate::admin::socket::bind(path)?),
+            None => None,
+        };
+        Ok(crate::admin::serving::AdminServing::new(
+            self.policy,
+            self.pins,
+            socket,
+        ))
+    }
+}
+
+/// Where and for whom the admin API is served: the configured socket (the dev default puts it
+/// in the dev folder), the allow lists (default: signerd's own uid), and the login PINs (USER:
+/// admin.user_pin_file or the token's PIN source; SO: admin.so_pin_file, or on the dev token
+/// its SO PIN file).
+fn admin_plan(settings: &Settings, token: &TokenConfig, dev: Option<&DevEnv>) -> AdminPlan {
+    let admin = &settings.admin;
+    let socket = admin
+        .socket
+        .clone()
+        .or_else(|| dev.map(|d| d.root.join("admin.sock")));
+    let user_pin = admin
+        .user_pin
+        .clone()
+        .or_else(|| token.pin.clone())
+        .or_else(|| token.uri.pin_source.clone())
+        // Config checks refuse a token without a PIN source before this point; were one to
+        // get here, every USER login fails with the unreadable file named.
+        .unwrap_or_else(|| signerd_token::PinSource::File(PathBuf::from("/nonexistent/user-pin")));
+    let dev_so_pin = match (dev, &settings.token) {
+        (Some(d), None) => Some(signerd_token::PinSource::File(d.root.join("so-pin"))),
+        _ => None,
+    };
+    AdminPlan {
+        socket,
+        policy: crate::admin::policy::AdminPolicy::from_settings(
+            admin,
+            nix::unistd::geteuid().as_raw(),
+        ),
+        pins: crate::admin::login::LoginPins::new(user_pin, admin.so_pin.clone().or(dev_so_pin)),
     }
 }
 
@@ -260,6 +325,10 @@ fn print_dev_banner(local: std::net::SocketAddr, dev: &DevEnv) {
         abs(&dev.root.join("softhsm"))
     );
     println!("  CA file    {}", abs(&dev.pki.ca));
+    println!(
+        "  admin      {} (signerd key list, signerd ca init, ...)",
+        abs(&dev.root.join("admin.sock"))
+    );
     println!(
         "  client     {} / {}",
         abs(&dev.pki.client_cert),
@@ -314,6 +383,7 @@ fn check_config(args: ServeArgs) -> ExitCode {
         ),
         Err(e) => report(false, &format!("TLS: {e}")),
     }
+    let plan = admin_plan(&resolved.settings, &resolved.token, resolved.dev.as_ref());
     match Token::open(resolved.token) {
         Ok(token) => {
             match token.connect() {
@@ -333,6 +403,17 @@ fn check_config(args: ServeArgs) -> ExitCode {
         }
         Err(e) => report(false, &format!("token: {e}")),
     }
+    report(
+        true,
+        &format!(
+            "admin API: {}; {}",
+            match &plan.socket {
+                Some(p) => format!("socket {}", p.display()),
+                None => "no socket (set admin.socket)".into(),
+            },
+            plan.policy.describe()
+        ),
+    );
     if resolved.settings.log_format == LogFormat::Json {
         report(true, "logs: JSON");
     }

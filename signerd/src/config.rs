@@ -25,6 +25,8 @@ pub struct FileConfig {
     pub token: TokenSection,
     /// `[log]`: log output.
     pub log: LogSection,
+    /// `[admin]`: signerd's own admin API (Unix socket and admin client certificates).
+    pub admin: AdminSection,
 }
 
 /// `[server]` section.
@@ -69,11 +71,34 @@ pub struct LogSection {
     pub level: Option<String>,
 }
 
+/// `[admin]` section: who may use the admin API, and where.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminSection {
+    /// Unix socket path of the admin API (created mode 0660; a stale socket is replaced).
+    pub socket: Option<PathBuf>,
+    /// Peer uids allowed on the socket [default: the uid signerd runs as].
+    pub allow_uids: Option<Vec<u32>>,
+    /// Peer (primary) gids allowed on the socket [default: none].
+    pub allow_gids: Option<Vec<u32>>,
+    /// Client certificates allowed to use the admin API on the mTLS port, by subject
+    /// (`CN=ops,O=example`) or SHA-256 fingerprint (`sha256:<64 hex>`); empty = not served there.
+    pub admin_clients: Option<Vec<String>>,
+    /// File holding the PIN a USER `Login` must give [default: the token's user PIN source].
+    pub user_pin_file: Option<PathBuf>,
+    /// File holding the PIN an SO `Login` must give [default: SO login refused].
+    pub so_pin_file: Option<PathBuf>,
+}
+
 /// The kind of value a field holds, for reading it from the environment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     Text,
     Number,
+    /// Whole numbers: `1000,1001` or a TOML array `[1000, 1001]`.
+    NumberList,
+    /// Strings: one value, or a TOML array `["CN=a,O=b", "sha256:..."]` (subjects hold commas).
+    TextList,
 }
 
 /// Every field, as `(section, field, kind)`: the environment variable is
@@ -91,6 +116,12 @@ const FIELDS: &[(&str, &str, Kind)] = &[
     ("token", "rsa_bits", Kind::Number),
     ("log", "format", Kind::Text),
     ("log", "level", Kind::Text),
+    ("admin", "socket", Kind::Text),
+    ("admin", "allow_uids", Kind::NumberList),
+    ("admin", "allow_gids", Kind::NumberList),
+    ("admin", "admin_clients", Kind::TextList),
+    ("admin", "user_pin_file", Kind::Text),
+    ("admin", "so_pin_file", Kind::Text),
 ];
 
 /// The environment variable that overrides `section.field`.
@@ -131,13 +162,7 @@ impl FileConfig {
         for (section, field, kind) in FIELDS {
             let var = env_var_name(section, field);
             let Some(raw) = env(&var) else { continue };
-            let value =
-                match kind {
-                    Kind::Text => toml::Value::String(raw),
-                    Kind::Number => toml::Value::Integer(raw.trim().parse().map_err(|_| {
-                        ConfigError(format!("{var}={raw:?} is not a whole number"))
-                    })?),
-                };
+            let value = env_value(&var, *kind, raw)?;
             let entry = table
                 .entry(section.to_string())
                 .or_insert_with(|| toml::Value::Table(toml::Table::new()));
@@ -158,6 +183,83 @@ impl FileConfig {
         FileConfig::deserialize(toml::Value::Table(table))
             .map_err(|e| ConfigError(format!("{origin}: {}", e.to_string().trim())))
     }
+}
+
+/// An environment variable's text as the TOML value of a field of `kind`.
+fn env_value(var: &str, kind: Kind, raw: String) -> Result<toml::Value, ConfigError> {
+    let number = |text: &str| {
+        text.trim()
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .map_err(|_| ConfigError(format!("{var}={raw:?} is not a whole number")))
+    };
+    let toml_array = |text: &str| {
+        format!("v = {text}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .filter(toml::Value::is_array)
+            .ok_or_else(|| ConfigError(format!("{var}={raw:?} is not a TOML array")))
+    };
+    match kind {
+        Kind::Text => Ok(toml::Value::String(raw)),
+        Kind::Number => number(&raw),
+        Kind::NumberList if raw.trim_start().starts_with('[') => toml_array(&raw),
+        Kind::NumberList => raw
+            .split(',')
+            .filter(|p| !p.trim().is_empty())
+            .map(number)
+            .collect::<Result<Vec<_>, _>>()
+            .map(toml::Value::Array),
+        Kind::TextList if raw.trim_start().starts_with('[') => toml_array(&raw),
+        Kind::TextList => Ok(toml::Value::Array(vec![toml::Value::String(raw)])),
+    }
+}
+
+/// A client certificate allowed to use the admin API on the mTLS port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdminClient {
+    /// The leaf's subject, in RFC 4514 form as signerd prints it (e.g. `CN=ops,O=example`).
+    Subject(String),
+    /// SHA-256 of the leaf certificate's DER.
+    Fingerprint([u8; 32]),
+}
+
+impl std::str::FromStr for AdminClient {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if let Some(hex_text) = s.strip_prefix("sha256:") {
+            let clean: String = hex_text.chars().filter(|c| *c != ':').collect();
+            let mut bytes = [0u8; 32];
+            return hex::decode_to_slice(clean.to_ascii_lowercase(), &mut bytes)
+                .map(|()| AdminClient::Fingerprint(bytes))
+                .map_err(|_| format!("admin.admin_clients entry {s:?}: a fingerprint is sha256: and 64 hex digits (openssl x509 -noout -fingerprint -sha256)"));
+        }
+        if s.contains('=') {
+            Ok(AdminClient::Subject(s.to_owned()))
+        } else {
+            Err(format!("admin.admin_clients entry {s:?} is neither a subject (CN=name,O=org) nor sha256:<fingerprint>"))
+        }
+    }
+}
+
+/// The admin API settings, resolved.
+#[derive(Clone, Debug, Default)]
+pub struct AdminSettings {
+    /// The Unix socket; `None` = no socket (the dev default puts one in the dev folder).
+    pub socket: Option<PathBuf>,
+    /// Allowed peer uids; `None` = the uid signerd runs as.
+    pub allow_uids: Option<Vec<u32>>,
+    /// Allowed peer primary gids.
+    pub allow_gids: Vec<u32>,
+    /// Admin client certificates on the mTLS port; empty = the admin API is not served there.
+    pub admin_clients: Vec<AdminClient>,
+    /// Where a USER login's PIN is checked against; `None` = the token's user PIN source.
+    pub user_pin: Option<PinSource>,
+    /// Where an SO login's PIN is checked against; `None` = SO login refused.
+    pub so_pin: Option<PinSource>,
 }
 
 /// Log output format.
@@ -199,6 +301,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Log filter.
     pub log_level: String,
+    /// The admin API.
+    pub admin: AdminSettings,
 }
 
 impl FileConfig {
@@ -318,6 +422,28 @@ impl FileConfig {
             errors.push(ConfigError(format!("log.level = {log_level:?} is not a filter ({e}); e.g. info, debug, signerd=debug,info")));
         }
 
+        let a = &self.admin;
+        let mut admin_clients = Vec::new();
+        for entry in a.admin_clients.iter().flatten() {
+            match entry.parse::<AdminClient>() {
+                Ok(c) => admin_clients.push(c),
+                Err(e) => errors.push(ConfigError(e)),
+            }
+        }
+        if a.socket.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+            errors.push(ConfigError(
+                "admin.socket is empty; give a path such as /run/signerd/admin.sock, or leave it out".into(),
+            ));
+        }
+        let admin = AdminSettings {
+            socket: a.socket.clone(),
+            allow_uids: a.allow_uids.clone(),
+            allow_gids: a.allow_gids.clone().unwrap_or_default(),
+            admin_clients,
+            user_pin: a.user_pin_file.clone().map(PinSource::File),
+            so_pin: a.so_pin_file.clone().map(PinSource::File),
+        };
+
         if errors.is_empty() {
             Ok(Settings {
                 listen,
@@ -328,6 +454,7 @@ impl FileConfig {
                 shutdown_grace: Duration::from_secs(self.server.shutdown_grace_secs.unwrap_or(10)),
                 log_format,
                 log_level,
+                admin,
             })
         } else {
             Err(errors)
@@ -371,6 +498,14 @@ mod tests {
                 format: Some("a".into()),
                 level: Some("a".into()),
             },
+            admin: AdminSection {
+                socket: Some("a".into()),
+                allow_uids: Some(vec![1]),
+                allow_gids: Some(vec![1]),
+                admin_clients: Some(vec!["a".into()]),
+                user_pin_file: Some("a".into()),
+                so_pin_file: Some("a".into()),
+            },
         };
         let table = toml::Table::try_from(&full).unwrap();
         let mut seen = BTreeSet::new();
@@ -406,6 +541,71 @@ mod tests {
         assert_eq!(
             err.0,
             "SIGNERD_TOKEN_RSA_BITS=\"big\" is not a whole number"
+        );
+    }
+
+    #[test]
+    fn admin_lists_come_from_the_environment() {
+        let env: HashMap<&str, &str> = [
+            ("SIGNERD_ADMIN_ALLOW_UIDS", "1000, 1001"),
+            ("SIGNERD_ADMIN_ALLOW_GIDS", "[50]"),
+            (
+                "SIGNERD_ADMIN_ADMIN_CLIENTS",
+                r#"["CN=ops,O=example", "sha256:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"]"#,
+            ),
+            ("SIGNERD_ADMIN_SOCKET", "/run/signerd/admin.sock"),
+        ]
+        .into();
+        let cfg = FileConfig::load(None, |k| env.get(k).map(|v| v.to_string())).unwrap();
+        assert_eq!(cfg.admin.allow_uids, Some(vec![1000, 1001]));
+        assert_eq!(cfg.admin.allow_gids, Some(vec![50]));
+        let admin = cfg.resolve(false).unwrap().admin;
+        assert_eq!(
+            admin.admin_clients,
+            vec![
+                AdminClient::Subject("CN=ops,O=example".into()),
+                AdminClient::Fingerprint(
+                    hex::decode("00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff")
+                        .unwrap()
+                        .try_into()
+                        .unwrap()
+                ),
+            ]
+        );
+        assert_eq!(admin.socket, Some(PathBuf::from("/run/signerd/admin.sock")));
+        let one = FileConfig::load(None, |k| {
+            (k == "SIGNERD_ADMIN_ADMIN_CLIENTS").then(|| "CN=ops,O=example".into())
+        })
+        .unwrap();
+        assert_eq!(
+            one.admin.admin_clients,
+            Some(vec!["CN=ops,O=example".to_string()])
+        );
+        let err = FileConfig::load(None, |k| {
+            (k == "SIGNERD_ADMIN_ALLOW_UIDS").then(|| "root".into())
+        })
+        .unwrap_err();
+        assert_eq!(
+            err.0,
+            "SIGNERD_ADMIN_ALLOW_UIDS=\"root\" is not a whole number"
+        );
+    }
+
+    #[test]
+    fn bad_admin_clients_say_how_to_write_them() {
+        let cfg = FileConfig::load(Some(&fixture("bad-admin.toml")), no_env).unwrap();
+        let errors: Vec<String> = cfg
+            .resolve(false)
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.0)
+            .collect();
+        assert_eq!(
+            errors,
+            [
+                "admin.admin_clients entry \"ops\" is neither a subject (CN=name,O=org) nor sha256:<fingerprint>",
+                "admin.admin_clients entry \"sha256:abcd\": a fingerprint is sha256: and 64 hex digits (openssl x509 -noout -fingerprint -sha256)",
+            ]
         );
     }
 

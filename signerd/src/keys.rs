@@ -52,7 +52,8 @@ impl KeyStore {
         self.blocking(|t| t.probe()).await
     }
 
-    async fn blocking<T: Send + 'static>(
+    /// Runs a token operation on tokio's blocking pool.
+    pub(crate) async fn blocking<T: Send + 'static>(
         &self,
         op: impl FnOnce(&Token) -> Result<T, TokenError> + Send + 'static,
     ) -> Result<T, TokenError> {

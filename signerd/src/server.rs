@@ -1,4 +1,5 @@
-//! The gRPC server: mutual TLS, the Notary signer services and health, graceful shutdown.
+//! The gRPC server: mutual TLS, the Notary signer services and health, the admin API (on its
+//! Unix socket, and on the mTLS port for admin client certificates), graceful shutdown.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
+use crate::admin::serving::AdminServing;
 use crate::grpc::health::TokenHealth;
 use crate::grpc::inflight::InFlight;
 use crate::grpc::notary::NotarySigner;
@@ -31,17 +33,23 @@ pub async fn serve(
     listener: TcpListener,
     tls: &TlsMaterial,
     keys: KeyStore,
+    admin: Option<AdminServing>,
     grace: Duration,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let in_flight = InFlight::default();
     let signer = NotarySigner::new(keys.clone(), in_flight.clone());
+    let admin_on_tls = admin
+        .as_ref()
+        .and_then(|a| a.tls_service(&keys, &in_flight));
+    let mut admin_socket = admin.and_then(|a| a.spawn_socket(&keys, &in_flight));
     let router = Server::builder()
         .tls_config(tls.server_config())
         .map_err(|e| format!("TLS configuration refused: {e}"))?
         .add_service(KeyManagementServer::new(signer.clone()))
         .add_service(SignerServer::new(signer))
-        .add_service(HealthServer::new(TokenHealth::new(keys)));
+        .add_service(HealthServer::new(TokenHealth::new(keys)))
+        .add_optional_service(admin_on_tls);
 
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
     let incoming = TcpIncoming::from(listener);
@@ -67,6 +75,9 @@ pub async fn serve(
     // Stop accepting and send GOAWAY; then wait for the key operations in flight, not for
     // idle connections (notary-server keeps one open for as long as it runs).
     let _ = drain_tx.send(());
+    if let Some(socket) = admin_socket.as_mut() {
+        socket.stop_accepting();
+    }
     let drained = tokio::time::timeout(grace, async {
         tokio::select! {
             // Every connection closed: nothing left at all.
@@ -85,6 +96,7 @@ pub async fn serve(
         ),
     }
     server.abort();
+    drop(admin_socket);
     Ok(())
 }
 

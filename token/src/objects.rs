@@ -157,6 +157,11 @@ pub struct TokenObject {
 pub enum KeyNaming {
     /// `CKA_ID` = the TUF key ID, `CKA_LABEL` = `role@gun`: how notary-server's keys are named.
     Tuf(KeyUsage),
+    /// `CKA_ID` = the TUF key ID, with a label the caller chose.
+    TufId {
+        /// `CKA_LABEL`.
+        label: String,
+    },
     /// A `CKA_ID` and label the caller chose (e.g. a PKCS#11 client).
     Fixed {
         /// `CKA_ID`.

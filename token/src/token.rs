@@ -362,6 +362,9 @@ impl Token {
                 session.generate_random_vec(16)?,
                 format!("pending@{}", usage.gun).into_bytes(),
             ),
+            KeyNaming::TufId { label } => {
+                (session.generate_random_vec(16)?, label.clone().into_bytes())
+            }
             KeyNaming::Fixed { id, label } => (id.clone(), label.clone().into_bytes()),
         };
         let common = |private: bool| {
@@ -403,10 +406,15 @@ impl Token {
         let named = (|| -> Attempt<(Vec<u8>, KeyId)> {
             let public_key = read_public_key(session, pub_handle, algorithm)?;
             let id = KeyId::of_public_key(algorithm, &public_key);
-            if let KeyNaming::Tuf(usage) = &spec.naming {
+            let final_label = match &spec.naming {
+                KeyNaming::Tuf(usage) => Some(usage.label()),
+                KeyNaming::TufId { label } => Some(label.clone()),
+                KeyNaming::Fixed { .. } => None,
+            };
+            if let Some(label) = final_label {
                 let final_attrs = [
                     Attribute::Id(id.as_bytes().to_vec()),
-                    Attribute::Label(usage.label().into_bytes()),
+                    Attribute::Label(label.into_bytes()),
                 ];
                 session.update_attributes(pub_handle, &final_attrs)?;
                 session.update_attributes(priv_handle, &final_attrs)?;

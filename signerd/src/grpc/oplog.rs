@@ -1,13 +1,14 @@
-//! One log line per key operation: method, key ID, gun, role, client certificate subject,
-//! outcome and duration. Never a PIN, key bytes or signed content.
+//! One log line per key operation: method, key ID, gun, role, the caller (client certificate
+//! subject, or the peer uid on the admin socket), outcome and duration, and for admin
+//! operations a detail (mechanism, object). Never a PIN, key bytes or signed content.
 
 use std::time::Instant;
 
-use signerd_token::{KeyInfo, TokenError};
+use signerd_token::KeyInfo;
 use tonic::Code;
 
 use super::inflight::{InFlight, InFlightGuard};
-use super::status::code_of;
+use super::status::EdgeError;
 
 /// An operation being timed; [`OpLog::finish`] writes its line.
 pub struct OpLog {
@@ -16,6 +17,7 @@ pub struct OpLog {
     key_id: String,
     gun: String,
     role: String,
+    detail: Option<String>,
     started: Instant,
     _in_flight: InFlightGuard,
 }
@@ -30,6 +32,7 @@ impl OpLog {
             key_id: String::new(),
             gun: String::new(),
             role: String::new(),
+            detail: None,
             started: Instant::now(),
         }
     }
@@ -51,8 +54,13 @@ impl OpLog {
         self.usage(&key.usage.gun, &key.usage.role);
     }
 
+    /// Records what else identifies the operation (an admin mechanism or object class).
+    pub fn detail(&mut self, detail: String) {
+        self.detail = Some(detail);
+    }
+
     /// Writes the line for this outcome.
-    pub fn finish<T>(self, result: &Result<T, TokenError>) {
+    pub fn finish<T, E: EdgeError>(self, result: &Result<T, E>) {
         // Microsecond resolution is plenty, and keeps the lines short.
         let duration_ms = (self.started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0;
         let (method, key_id, gun, role, client) = (
@@ -62,22 +70,32 @@ impl OpLog {
             &self.role,
             &self.client,
         );
+        // An absent detail is left out of the line (Notary operations have none).
+        let detail = self.detail.as_deref();
         match result {
             Ok(_) => {
-                tracing::info!(target: "signerd::keyop", method, key_id, gun, role, client, outcome = "ok", duration_ms)
+                tracing::info!(target: "signerd::keyop", method, key_id, gun, role, client, detail, outcome = "ok", duration_ms)
             }
             Err(e) => {
-                let code = code_of(e);
+                let code = e.code();
                 let outcome = format!("{code:?}");
                 match code {
-                    Code::Internal | Code::Unavailable | Code::FailedPrecondition => {
-                        tracing::warn!(target: "signerd::keyop", method, key_id, gun, role, client, outcome, duration_ms, error = %e)
+                    Code::Internal
+                    | Code::Unavailable
+                    | Code::FailedPrecondition
+                    | Code::PermissionDenied => {
+                        tracing::warn!(target: "signerd::keyop", method, key_id, gun, role, client, detail, outcome, duration_ms, error = %e)
                     }
                     _ => {
-                        tracing::info!(target: "signerd::keyop", method, key_id, gun, role, client, outcome, duration_ms, error = %e)
+                        tracing::info!(target: "signerd::keyop", method, key_id, gun, role, client, detail, outcome, duration_ms, error = %e)
                     }
                 }
             }
         }
+    }
+
+    /// Writes the line for a call the admin policy refused before it reached the service.
+    pub fn denied(method: &str, client: &str, reason: &str) {
+        tracing::warn!(target: "signerd::keyop", method, client, outcome = "PermissionDenied", error = reason);
     }
 }

@@ -1,9 +1,12 @@
-//! The one place token errors become gRPC status codes.
+//! The one place errors become gRPC status codes, for the Notary services and the admin API.
 //!
-//! | token error kind | gRPC code |
+//! | error | gRPC code |
 //! | --- | --- |
-//! | bad key ID, missing key ID, unsupported algorithm | INVALID_ARGUMENT |
-//! | unknown key | NOT_FOUND |
+//! | bad key ID, missing key ID, unsupported algorithm, wrong mechanism for the key, malformed certificate or private key, data the token refuses | INVALID_ARGUMENT |
+//! | admin: malformed request | INVALID_ARGUMENT |
+//! | admin: caller not allowed by policy; Login with a wrong PIN or SO login not enabled | PERMISSION_DENIED |
+//! | admin: the PIN file a Login is checked against cannot be read | FAILED_PRECONDITION |
+//! | unknown key or object | NOT_FOUND |
 //! | token absent, removed, unreachable; module not loadable | UNAVAILABLE |
 //! | PIN wrong, locked or unreadable; no PIN source | FAILED_PRECONDITION |
 //! | every session busy | RESOURCE_EXHAUSTED |
@@ -11,6 +14,37 @@
 
 use signerd_token::{ErrorKind, TokenError};
 use tonic::{Code, Status};
+
+use crate::admin::error::AdminError;
+
+/// An error the edge answers with a status: its code, and (by `Display`) the message the
+/// caller sees, which says what to do.
+pub trait EdgeError: std::fmt::Display {
+    /// The status code.
+    fn code(&self) -> Code;
+}
+
+impl EdgeError for TokenError {
+    fn code(&self) -> Code {
+        code_of(self)
+    }
+}
+
+impl EdgeError for AdminError {
+    fn code(&self) -> Code {
+        match self {
+            AdminError::Token(e) => code_of(e),
+            AdminError::PermissionDenied(_) => Code::PermissionDenied,
+            AdminError::InvalidArgument(_) => Code::InvalidArgument,
+            AdminError::NeedsOperator(_) => Code::FailedPrecondition,
+        }
+    }
+}
+
+/// The status for an admin API error.
+pub fn admin_status(e: &AdminError) -> Status {
+    Status::new(e.code(), e.to_string())
+}
 
 /// The status for a token error; its message is the error's own, which says what to do.
 pub fn to_status(e: &TokenError) -> Status {
@@ -52,6 +86,21 @@ mod tests {
         assert_eq!(
             code_of(&TokenError::PoolExhausted(1)),
             Code::ResourceExhausted
+        );
+    }
+
+    #[test]
+    fn admin_codes() {
+        let denied = AdminError::PermissionDenied("no".into());
+        assert_eq!(admin_status(&denied).code(), Code::PermissionDenied);
+        assert_eq!(admin_status(&denied).message(), "no");
+        let missing = AdminError::Token(TokenError::ObjectNotFound("gone".into()));
+        assert_eq!(admin_status(&missing).code(), Code::NotFound);
+        let bad = AdminError::Token(TokenError::InvalidRequest("x".into()));
+        assert_eq!(admin_status(&bad).code(), Code::InvalidArgument);
+        assert_eq!(
+            admin_status(&AdminError::NeedsOperator("pin file".into())).code(),
+            Code::FailedPrecondition
         );
     }
 }
