@@ -31,6 +31,9 @@ use super::{CliError, Exit};
 const CA_ROLE: &str = "ca";
 /// Role of root keys and their certificates.
 const ROOT_ROLE: &str = "root";
+/// Role in the label of the `CN=root` marker certificate the notary CLI lists root keys by
+/// (not a trust-pinning certificate, so not labelled `root@gun`).
+const MARKER_ROLE: &str = "notary-root-marker";
 /// How far back a new certificate's notBefore goes, for clocks a little behind.
 const BACKDATE: Duration = Duration::from_secs(300);
 
@@ -187,7 +190,11 @@ pub fn run_csr(connect: &ConnectArgs, args: CsrArgs) -> Result<(), CliError> {
             }
             key
         }
-        None => new_root_key(&client, &args.gun)?,
+        None => {
+            let key = new_root_key(&client, &args.gun)?;
+            store_root_marker(&client, &key, &args.gun)?;
+            key
+        }
     };
     let csr = make_csr(&client, &key, &args.gun)?;
     let pem = csr
@@ -215,6 +222,7 @@ pub fn run_root(connect: &ConnectArgs, verb: RootVerb) -> Result<(), CliError> {
             // Fail before making a key when there is no usable CA.
             find_ca(&client)?;
             let key = new_root_key(&client, &gun)?;
+            store_root_marker(&client, &key, &gun)?;
             let csr = make_csr(&client, &key, &gun)?;
             let issued = issue(&client, &csr, days)?;
             finish_issue(&issued, out, json)
@@ -267,6 +275,43 @@ fn new_root_key(client: &AdminClient, gun: &str) -> Result<pb::Object, CliError>
         role: ROOT_ROLE.to_owned(),
         ..Default::default()
     })
+}
+
+/// Stores, beside a new root key, the self-signed `CN=root` certificate the notary CLI lists
+/// PKCS#11 root keys by (as a YubiKey holds one per key; NOTARY-INTEROP.md).
+fn store_root_marker(client: &AdminClient, key: &pb::Object, gun: &str) -> Result<(), CliError> {
+    let signer = TokenSigner::new(client, key)?;
+    let name = common_name(ROOT_ROLE)?;
+    let builder = CertificateBuilder::new(
+        Profile::Leaf {
+            issuer: name.clone(),
+            enable_key_agreement: false,
+            enable_key_encipherment: false,
+        },
+        random_serial()?,
+        validity(3650, None)?,
+        name,
+        signer.spki().clone(),
+        &signer,
+    )
+    .map_err(|e| {
+        CliError::new(
+            Exit::Failed,
+            format!("cannot build the root marker certificate: {e}"),
+        )
+    })?;
+    let cert = builder.build::<X509Signature>().map_err(|e| {
+        CliError::new(
+            Exit::Failed,
+            format!("cannot sign the root marker certificate: {e}"),
+        )
+    })?;
+    let der = cert
+        .to_der()
+        .map_err(|e| CliError::new(Exit::Failed, e.to_string()))?;
+    let id = key.r#ref.as_ref().map(|r| r.id.clone()).unwrap_or_default();
+    client.store_certificate(id, &format!("{MARKER_ROLE}@{gun}"), der)?;
+    Ok(())
 }
 
 /// `CN=<value>` as a name, the value escaped as RFC 4514 wants.
