@@ -6,8 +6,8 @@
 //! | `socket` | `SIGNERD_SOCKET` | signerd's admin Unix socket (default `.signerd/admin.sock`) |
 //! | `addr` | `SIGNERD_ADDR` | signerd's admin mTLS address, `host:port` or `https://host:port` |
 //! | `client_cert`, `client_key` | `SIGNERD_CLIENT_CERT`, `SIGNERD_CLIENT_KEY` | admin client certificate and key (PEM), for `addr` |
-//! | `ca` | `SIGNERD_CA` | CA that signed signerd's certificate (PEM), for `addr` |
-//! | `tls_domain` | `SIGNERD_TLS_DOMAIN` | name to check signerd's certificate against (default: the host of `addr`) |
+//! | `ca` | `SIGNERD_SERVER_CA` (or `SIGNERD_CA`) | CA that signed signerd's certificate (PEM), for `addr` |
+//! | `tls_domain` | `SIGNERD_SERVER_NAME` (or `SIGNERD_TLS_DOMAIN`) | name to check signerd's certificate against (default: the host of `addr`) |
 //! | `timeout_secs` | `SIGNERD_SHIM_TIMEOUT_SECS` | longest one call to signerd may take (default 15) |
 //! | `log` | `SIGNERD_SHIM_LOG` | `stderr` (default), `off`, or a file to append to |
 //! | `log_level` | `SIGNERD_SHIM_LOG_LEVEL` | `error`, `warn` (default), `info`, `debug` |
@@ -183,7 +183,12 @@ impl Config {
                     "client_key",
                     pick_path("SIGNERD_CLIENT_KEY", &f.client_key),
                 )?;
-                let ca = need("SIGNERD_CA", "ca", pick_path("SIGNERD_CA", &f.ca))?;
+                // The admin CLI's names first, then the short ones.
+                let ca = need(
+                    "SIGNERD_SERVER_CA",
+                    "ca",
+                    pick_path("SIGNERD_SERVER_CA", &f.ca).or_else(|| env("SIGNERD_CA").map(PathBuf::from)),
+                )?;
                 let uri = if addr.contains("://") {
                     addr.clone()
                 } else {
@@ -194,7 +199,10 @@ impl Config {
                         "SIGNERD_ADDR = {addr:?} is not host:port or https://host:port"
                     ))
                 })?;
-                let domain = pick("SIGNERD_TLS_DOMAIN", f.tls_domain.clone()).unwrap_or(host);
+                let domain = env("SIGNERD_SERVER_NAME")
+                    .or_else(|| env("SIGNERD_TLS_DOMAIN"))
+                    .or(f.tls_domain.clone())
+                    .unwrap_or(host);
                 Endpoint::Tls(TlsEndpoint {
                     uri,
                     domain,
@@ -361,7 +369,7 @@ mod tests {
                 ("SIGNERD_ADDR", "signer.example:7900"),
                 ("SIGNERD_CLIENT_CERT", "c.pem"),
                 ("SIGNERD_CLIENT_KEY", "k.pem"),
-                ("SIGNERD_CA", "ca.pem"),
+                ("SIGNERD_SERVER_CA", "ca.pem"),
             ]),
         )
         .unwrap();

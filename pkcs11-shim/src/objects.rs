@@ -194,6 +194,10 @@ impl ObjectView {
             }
             CKA_SENSITIVE if private => flag(self.object.sensitive),
             CKA_EXTRACTABLE if private => flag(self.object.extractable),
+            // signerd makes and imports keys sensitive and non-extractable from the start and
+            // never changes that, so the history attributes follow the current ones.
+            CKA_ALWAYS_SENSITIVE if private => flag(self.object.sensitive),
+            CKA_NEVER_EXTRACTABLE if private => flag(!self.object.extractable),
             CKA_VALUE | CKA_PRIVATE_EXPONENT | CKA_PRIME_1 | CKA_PRIME_2 | CKA_EXPONENT_1
             | CKA_EXPONENT_2 | CKA_COEFFICIENT
                 if private =>

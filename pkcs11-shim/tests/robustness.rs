@@ -16,23 +16,9 @@ use cryptoki_sys::*;
 /// Tests in one process share the loaded library (and its state): one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// The built shim: `target/<profile>/libpkcs11_shim.so`, next to `deps/` where this test runs.
+/// The built shim (rebuilt first when stale: test builds make only the `rlib`).
 fn shim_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("PKCS11_SHIM_SO") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("test binary path");
-    let path = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|p| p.join("libpkcs11_shim.so"))
-        .expect("the test binary lives in target/<profile>/deps");
-    assert!(
-        path.exists(),
-        "{} is missing: cargo build -p pkcs11-shim",
-        path.display()
-    );
-    path
+    signerd_tests::shim::shim_module()
 }
 
 /// The loaded shim and its function list.

@@ -13,6 +13,7 @@ pub mod notary;
 pub mod pki;
 pub mod process;
 pub mod scenario;
+pub mod shim;
 pub mod signerd;
 mod test_dir;
 

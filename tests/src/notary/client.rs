@@ -30,6 +30,7 @@ pub struct NotaryClient {
     config: PathBuf,
     runs: PathBuf,
     run_count: Cell<u32>,
+    extra_env: Vec<(String, String)>,
 }
 
 impl NotaryClient {
@@ -54,7 +55,15 @@ impl NotaryClient {
             config,
             runs,
             run_count: Cell::new(0),
+            extra_env: Vec::new(),
         })
+    }
+
+    /// Adds environment variables to every notary command of this client (e.g. the PKCS#11
+    /// shim's `SIGNERD_SOCKET` and `SIGNERD_SHIM_DISABLE=0`).
+    pub fn with_env(mut self, vars: &[(String, String)]) -> Self {
+        self.extra_env.extend(vars.iter().cloned());
+        self
     }
 
     /// The client's directory.
@@ -74,6 +83,10 @@ impl NotaryClient {
 
     /// A `notary -c <config>` command with a clean environment (HOME in the client's dir, the
     /// passphrases set), ready for arguments.
+    ///
+    /// `SIGNERD_SHIM_DISABLE=1` keeps this client off signerd's PKCS#11 shim even while a test
+    /// has it linked as `libykcs11.so`: the notary CLI then finds no YubiKey and uses its file
+    /// store, as without the link. [`Self::with_env`] turns the shim on for one client.
     pub fn command(&self) -> Command {
         let mut command = Command::new(NOTARY_BIN);
         command
@@ -84,6 +97,8 @@ impl NotaryClient {
             .env("NOTARY_TARGETS_PASSPHRASE", CLIENT_PASSPHRASE)
             .env("NOTARY_SNAPSHOT_PASSPHRASE", CLIENT_PASSPHRASE)
             .env("NOTARY_DELEGATION_PASSPHRASE", CLIENT_PASSPHRASE)
+            .env("SIGNERD_SHIM_DISABLE", "1")
+            .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
             .arg("-c")
             .arg(&self.config);
         command
