@@ -4,6 +4,12 @@
 //! What notary accepts (NOTARY-INTEROP.md): the root certificate is a leaf (not a CA) whose
 //! CN is the GUN, signed with SHA-256, without an extended key usage (so Go's `x509.Verify`
 //! default serverAuth check passes), valid now, chaining to the pinned CA.
+//!
+//! The token holds the CA key and certificate, and each root key with a self-signed `CN=root`
+//! marker certificate, as a YubiKey would: the notary CLI lists PKCS#11 root keys by their
+//! certificate objects and takes the role from the CN, the last one listed for a key winning.
+//! So the CA-issued root certificate (CN = the GUN) is written as a file and never stored in
+//! the token beside the marker.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr as _;
@@ -61,7 +67,7 @@ pub enum CaVerb {
         #[arg(long)]
         json: bool,
     },
-    /// Issue a root certificate (leaf, CN = GUN) for a CSR whose key is in the token.
+    /// Issue a root certificate (leaf, CN = GUN) for a CSR whose key is in the token, as a file.
     Issue {
         /// The CSR (PEM), e.g. from `signerd csr`.
         csr: PathBuf,
@@ -238,7 +244,7 @@ struct Issued {
 }
 
 fn finish_issue(issued: &Issued, out: Option<PathBuf>, json: bool) -> Result<(), CliError> {
-    let out = out.unwrap_or_else(|| PathBuf::from(format!("{}.crt", file_stem(&issued.gun))));
+    let out = out.unwrap_or_else(|| default_certificate_file(&issued.gun));
     let pem = cert_pem(&issued.certificate)?;
     write_atomically(&out, pem.as_bytes(), 0o644)?;
     let cert_key_id = KeyId::of_tuf_public("ecdsa-x509", pem.as_bytes());
@@ -607,11 +613,6 @@ fn issue(client: &AdminClient, csr: &CertReq, days: u32) -> Result<Issued, CliEr
     let certificate = builder
         .build::<X509Signature>()
         .map_err(|e| CliError::new(Exit::Failed, format!("cannot sign the certificate: {e}")))?;
-    let der = certificate
-        .to_der()
-        .map_err(|e| CliError::new(Exit::Failed, e.to_string()))?;
-    let cka_id = key.r#ref.as_ref().map(|r| r.id.clone()).unwrap_or_default();
-    client.store_certificate(cka_id, &format!("{ROOT_ROLE}@{gun}"), der)?;
     Ok(Issued {
         gun,
         certificate,
@@ -625,37 +626,62 @@ pub fn ca_pem(client: &AdminClient) -> Result<String, CliError> {
     cert_pem(&cert)
 }
 
-/// The TUF key IDs notary gives the root certificates of `gun` in the token (`ecdsa-x509` /
-/// `rsa-x509` over the PEM), for `trust-pinning --certs`.
-pub fn root_certificate_ids(client: &AdminClient, gun: &str) -> Result<Vec<String>, CliError> {
-    let certs = client.find(pb::FindObjectsRequest {
-        class: pb::ObjectClass::Certificate as i32,
-        gun: gun.to_owned(),
-        role: ROOT_ROLE.to_owned(),
-        ..Default::default()
-    })?;
-    let mut ids = Vec::new();
-    for object in certs {
-        let cert = Certificate::from_der(&object.certificate_der).map_err(|e| {
-            CliError::new(
-                Exit::Failed,
-                format!("a root certificate of {gun} does not parse: {e}"),
-            )
-        })?;
-        let keytype = match pb::KeyType::try_from(object.key_type) {
-            Ok(pb::KeyType::Rsa) => "rsa-x509",
-            _ => "ecdsa-x509",
-        };
-        ids.push(KeyId::of_tuf_public(keytype, cert_pem(&cert)?.as_bytes()).to_string());
-    }
-    if ids.is_empty() {
-        return Err(CliError::new(
+/// The TUF key ID notary gives a root certificate in root.json (`ecdsa-x509` / `rsa-x509`
+/// over its PEM, as Go re-encodes it), for `trust-pinning --certs`; the certificate's CN must
+/// be `gun`.
+pub fn root_certificate_id(file: &Path, gun: &str) -> Result<String, CliError> {
+    let pem = std::fs::read_to_string(file).map_err(|e| {
+        CliError::new(
             Exit::NotFound,
-            format!("the token has no root certificate for {gun}"),
+            format!("cannot read root certificate {}: {e}", file.display()),
         )
-        .hint(format!("make one with `signerd root new {gun}`")));
+        .hint(format!(
+            "make it with `signerd root new {gun}`, or name it with --root-cert FILE"
+        ))
+    })?;
+    let cert = Certificate::from_pem(pem.as_bytes()).map_err(|e| {
+        CliError::new(
+            Exit::BadInput,
+            format!("{} is not a PEM certificate: {e}", file.display()),
+        )
+    })?;
+    let cn = common_name_of(&cert.tbs_certificate.subject).unwrap_or_default();
+    if cn != gun {
+        return Err(CliError::new(
+            Exit::BadInput,
+            format!(
+                "{} is the root certificate of {cn:?}, not of {gun}",
+                file.display()
+            ),
+        )
+        .hint(format!(
+            "pin {gun} to its own certificate (`signerd root new {gun}` writes one)"
+        )));
     }
-    Ok(ids)
+    let spki = cert
+        .tbs_certificate
+        .subject_public_key_info
+        .to_der()
+        .map_err(|e| CliError::new(Exit::BadInput, e.to_string()))?;
+    let keytype = match public_key_from_spki(&spki) {
+        Ok((signerd_token::KeyAlgorithm::Rsa, _)) => "rsa-x509",
+        Ok((signerd_token::KeyAlgorithm::Ecdsa, _)) => "ecdsa-x509",
+        _ => {
+            return Err(CliError::new(
+                Exit::BadInput,
+                format!(
+                    "{}: notary root certificates hold ECDSA or RSA keys",
+                    file.display()
+                ),
+            ))
+        }
+    };
+    Ok(KeyId::of_tuf_public(keytype, cert_pem(&cert)?.as_bytes()).to_string())
+}
+
+/// The file `root new` and `ca issue` write a GUN's root certificate to by default.
+pub fn default_certificate_file(gun: &str) -> PathBuf {
+    PathBuf::from(format!("{}.crt", file_stem(gun)))
 }
 
 #[cfg(test)]

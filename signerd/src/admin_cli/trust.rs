@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 
 use super::client::{AdminClient, ConnectArgs};
 use super::output::{print_json, write_atomically};
-use super::pki::{ca_pem, root_certificate_ids};
+use super::pki::{ca_pem, default_certificate_file, root_certificate_id};
 use super::{CliError, Exit};
 
 /// `signerd trust-pinning`.
@@ -20,9 +20,13 @@ pub struct TrustPinningArgs {
     /// Pin the GUN to the CA (the default).
     #[arg(long, conflicts_with = "certs")]
     ca: bool,
-    /// Pin the GUN to the key IDs of its root certificates in the token.
+    /// Pin the GUN to the key IDs of its root certificates (the files --root-cert names).
     #[arg(long)]
     certs: bool,
+    /// A root certificate of the GUN, for --certs (repeatable) [default: <gun>.crt, as
+    /// `signerd root new` writes it].
+    #[arg(long = "root-cert", value_name = "FILE", requires = "certs")]
+    cert_files: Vec<PathBuf>,
     /// Refuse repositories without a pin (no trust on first use).
     #[arg(long)]
     disable_tofu: bool,
@@ -36,13 +40,20 @@ pub struct TrustPinningArgs {
 
 /// Runs `signerd trust-pinning`.
 pub fn run(connect: &ConnectArgs, args: TrustPinningArgs) -> Result<(), CliError> {
-    let client = AdminClient::connect(connect)?;
     let mut block = Map::new();
     if args.certs {
-        let ids = root_certificate_ids(&client, &args.gun)?;
+        let files = if args.cert_files.is_empty() {
+            vec![default_certificate_file(&args.gun)]
+        } else {
+            args.cert_files.clone()
+        };
+        let ids = files
+            .iter()
+            .map(|f| root_certificate_id(f, &args.gun))
+            .collect::<Result<Vec<_>, _>>()?;
         block.insert("certs".into(), json!({ &args.gun: ids }));
     } else {
-        let ca_file = ensure_ca_file(&client, &args.ca_file)?;
+        let ca_file = ensure_ca_file(connect, &args.ca_file)?;
         block.insert("ca".into(), json!({ &args.gun: ca_file }));
     }
     if args.disable_tofu {
@@ -62,9 +73,10 @@ pub fn run(connect: &ConnectArgs, args: TrustPinningArgs) -> Result<(), CliError
 }
 
 /// The absolute path of the CA file, written from the token when it is not there.
-fn ensure_ca_file(client: &AdminClient, path: &Path) -> Result<String, CliError> {
+fn ensure_ca_file(connect: &ConnectArgs, path: &Path) -> Result<String, CliError> {
     if !path.exists() {
-        write_atomically(path, ca_pem(client)?.as_bytes(), 0o644)?;
+        let client = AdminClient::connect(connect)?;
+        write_atomically(path, ca_pem(&client)?.as_bytes(), 0o644)?;
         eprintln!("signerd: wrote the CA certificate to {}", path.display());
     }
     let absolute = std::fs::canonicalize(path)
