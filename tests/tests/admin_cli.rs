@@ -536,3 +536,59 @@ fn trust_pinning_prints_the_block_and_merges_it_without_losing_fields() {
     assert!(out.contains("is not JSON"), "{out}");
     drop(s.signerd);
 }
+
+#[tokio::test]
+async fn the_dev_default_serves_the_admin_socket_the_cli_uses_by_default() {
+    // `signerd serve` with nothing configured, as in the README's first command.
+    let dir = TestDir::new("cli-dev-admin").unwrap();
+    let port = signerd_tests::free_port().unwrap();
+    let listen = format!("127.0.0.1:{port}");
+    let mut serve = std::process::Command::new(signerd_tests::signerd::signerd_bin());
+    serve
+        .current_dir(dir.path())
+        .args(["serve", "--listen", &listen])
+        .env_remove("SOFTHSM2_CONF");
+    let mut child = signerd_tests::ChildGuard::spawn("signerd-dev", serve, dir.path()).unwrap();
+    child
+        .wait_for_port(listen.parse().unwrap(), std::time::Duration::from_secs(30))
+        .unwrap();
+    let socket = dir.path().join(".signerd/admin.sock");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {}",
+            socket.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let banner = std::fs::read_to_string(child.stdout_log()).unwrap();
+    assert!(
+        banner.contains("admin.sock"),
+        "the banner names the socket:\n{banner}"
+    );
+
+    // The CLI finds it with no --socket, from the same folder.
+    let out = std::process::Command::new(signerd_tests::signerd::signerd_bin())
+        .current_dir(dir.path())
+        .args(["key", "generate", "--gun", "example.com/dev"])
+        .env_remove("SIGNERD_SOCKET")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", signerd_tests::admin::text(&out));
+
+    // On the dev token, USER and SO logins take the dev token's own PINs.
+    let mut admin = client(&socket).await;
+    for (user, file) in [(pb::UserType::User, "pin"), (pb::UserType::So, "so-pin")] {
+        let pin = std::fs::read(dir.path().join(".signerd").join(file)).unwrap();
+        admin
+            .login(pb::LoginRequest {
+                user_type: user as i32,
+                pin,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{user:?} login: {e:?}"));
+    }
+    assert!(child.stop().unwrap().success());
+    assert!(!socket.exists(), "the socket goes with signerd");
+}
