@@ -811,6 +811,12 @@ fn sessions_and_login_survive_a_signerd_restart() -> io::Result<()> {
         public,
         b"in the other session, same login",
     );
+
+    // A crash (SIGKILL) leaves a stale socket file; signerd replaces it and the shim goes on.
+    s.admin.signerd.process().kill_hard()?;
+    s.admin.signerd.restart()?;
+    s.admin.wait_socket()?;
+    sign_and_check(&session, private, public, b"after a crash");
     pkcs11.finalize().expect("C_Finalize");
     let _ = (&s.pki, &s.dir);
     Ok(())
