@@ -626,7 +626,10 @@ mod tests {
                 .resolve(true)
                 .unwrap_or_else(|e| panic!("{name}: {e:?}"));
             assert!(settings.token.unwrap().uri.module_path.is_some(), "{name}");
-            assert!(settings.admin.socket.is_some(), "{name} shows the admin socket");
+            assert!(
+                settings.admin.socket.is_some(),
+                "{name} shows the admin socket"
+            );
         }
     }
 
