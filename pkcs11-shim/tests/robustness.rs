@@ -658,6 +658,15 @@ fn attr<T>(ty: CK_ATTRIBUTE_TYPE, value: &T) -> CK_ATTRIBUTE {
     }
 }
 
+/// An output attribute the shim writes into `value`.
+fn attr_out<T>(ty: CK_ATTRIBUTE_TYPE, value: &mut T) -> CK_ATTRIBUTE {
+    CK_ATTRIBUTE {
+        type_: ty,
+        pValue: value as *mut T as *mut std::ffi::c_void,
+        ulValueLen: std::mem::size_of::<T>() as CK_ULONG,
+    }
+}
+
 /// A template attribute pointing at bytes.
 fn attr_bytes(ty: CK_ATTRIBUTE_TYPE, value: &[u8]) -> CK_ATTRIBUTE {
     CK_ATTRIBUTE {
@@ -835,7 +844,7 @@ fn state_machine_and_size_conventions_with_signerd_up() {
                 pValue: null_mut(),
                 ulValueLen: 0,
             },
-            attr(CKA_CLASS, &mut class),
+            attr_out(CKA_CLASS, &mut class),
         ];
         let get = f.C_GetAttributeValue.unwrap();
         assert_eq!(get(rw_session, public, template.as_mut_ptr(), 2), CKR_OK);
@@ -853,13 +862,13 @@ fn state_machine_and_size_conventions_with_signerd_up() {
         assert_eq!(template[0].ulValueLen, CK_UNAVAILABLE_INFORMATION);
         let mut secret = [0u8; 64];
         let mut template = [
-            attr_bytes(CKA_VALUE, &mut secret),
+            attr_out(CKA_VALUE, &mut secret),
             CK_ATTRIBUTE {
                 type_: 0x7fff_0001,
                 pValue: null_mut(),
                 ulValueLen: 0,
             },
-            attr(CKA_CLASS, &mut class),
+            attr_out(CKA_CLASS, &mut class),
         ];
         assert_eq!(
             get(rw_session, private, template.as_mut_ptr(), 3),
