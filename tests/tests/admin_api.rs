@@ -472,3 +472,51 @@ async fn a_stale_socket_left_by_a_crash_is_replaced() {
     s.signerd.stop().unwrap();
     assert!(!s.socket.exists(), "the socket file is removed on shutdown");
 }
+
+#[test]
+fn check_config_reports_the_admin_socket_and_who_may_use_it() {
+    let dir = TestDir::new("admin-check-config").unwrap();
+    let pki = TestPki::generate(&dir.subdir("pki").unwrap()).unwrap();
+    let token = TestToken::create(&dir.subdir("token").unwrap()).unwrap();
+    let config = dir.path().join("signerd.toml");
+    std::fs::write(
+        &config,
+        "[admin]\nsocket = \"/run/signerd-test/admin.sock\"\nallow_gids = [50]\nadmin_clients = [\"CN=ops\"]\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(signerd_tests::signerd::signerd_bin())
+        .arg("check-config")
+        .arg("--config")
+        .arg(&config)
+        .args(["--tls-cert", pki.server.cert.to_str().unwrap()])
+        .args(["--tls-key", pki.server.key.to_str().unwrap()])
+        .args(["--client-ca", pki.ca.cert_path().to_str().unwrap()])
+        .args(["--token", &token.uri])
+        .env("SOFTHSM2_CONF", token.softhsm.conf())
+        .output()
+        .unwrap();
+    let text = signerd_tests::admin::text(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!(
+            "admin API: socket /run/signerd-test/admin.sock; socket peers with uid [{}] or gid [50]; 1 admin client certificate(s) on the mTLS port",
+            my_uid()
+        )),
+        "{text}"
+    );
+
+    // A malformed admin client entry is a config error, named.
+    std::fs::write(&config, "[admin]\nadmin_clients = [\"ops\"]\n").unwrap();
+    let out = std::process::Command::new(signerd_tests::signerd::signerd_bin())
+        .arg("check-config")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = signerd_tests::admin::text(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("admin.admin_clients entry \"ops\" is neither a subject"),
+        "{text}"
+    );
+}
