@@ -127,7 +127,6 @@ impl TokenError {
             | TokenError::MissingKeyId
             | TokenError::UnsupportedAlgorithm(_)
             | TokenError::InvalidRequest(_) => ErrorKind::InvalidRequest,
-            TokenError::Pkcs11 { rv, .. } if is_caller_error(*rv) => ErrorKind::InvalidRequest,
             TokenError::KeyNotFound(_) | TokenError::ObjectNotFound(_) => ErrorKind::NotFound,
             TokenError::TokenNotFound { .. }
             | TokenError::TokenUnavailable { .. }
@@ -147,7 +146,9 @@ impl TokenError {
 
 /// Return values that mean the caller asked for something the token cannot do with these
 /// inputs (data of the wrong size, a mechanism or template the token refuses), not a fault.
-fn is_caller_error(rv: RvError) -> bool {
+/// The admin operations report these as [`TokenError::InvalidRequest`]; the Notary path keeps
+/// its mapping.
+pub(crate) fn is_caller_error(rv: RvError) -> bool {
     matches!(
         rv,
         RvError::DataLenRange
@@ -262,11 +263,15 @@ mod tests {
     }
 
     #[test]
-    fn refused_inputs_are_invalid_requests() {
+    fn refused_inputs_are_told_apart_from_faults() {
+        assert!(is_caller_error(RvError::DataLenRange));
+        assert!(!is_caller_error(RvError::FunctionFailed));
         let e: CallError = CkError::Pkcs11(RvError::DataLenRange, Function::Sign).into();
-        assert_eq!(e.into_token_error().kind(), ErrorKind::InvalidRequest);
-        let e: CallError = CkError::Pkcs11(RvError::FunctionFailed, Function::Sign).into();
-        assert_eq!(e.into_token_error().kind(), ErrorKind::Internal);
+        assert_eq!(
+            e.into_token_error().kind(),
+            ErrorKind::Internal,
+            "Notary mapping unchanged"
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::error::TokenError;
+use crate::error::{is_caller_error, TokenError};
 use crate::key::{public_key_from_spki, spki_from_public_key, KeyAlgorithm, KeyId, KeyUsage};
 use crate::token::ED25519_PARAMS;
 use crate::token::{read_public_key, Attempt, Connection, OpError, Token, P256_PARAMS};
@@ -315,6 +315,53 @@ impl SignMechanism {
     }
 }
 
+impl SignMechanism {
+    /// Refuses input the token would refuse, before it sees it: some tokens (SoftHSM among
+    /// them) answer oversized input with CKR_GENERAL_ERROR, which reads as a token fault.
+    fn check_input(&self, input: &[u8], modulus_len: Option<usize>) -> Result<(), TokenError> {
+        let refuse = |what: String| {
+            Err(TokenError::InvalidRequest(format!(
+                "{}: {what}",
+                self.name()
+            )))
+        };
+        match self {
+            SignMechanism::Ecdsa if input.is_empty() || input.len() > 64 => refuse(format!(
+                "the data is a digest of 1 to 64 bytes, not {}",
+                input.len()
+            )),
+            SignMechanism::RsaPkcs => match modulus_len {
+                Some(k) if input.len() + 11 > k => refuse(format!(
+                    "{} bytes do not fit a {}-bit PKCS#1 v1.5 block (at most {})",
+                    input.len(),
+                    k * 8,
+                    k.saturating_sub(11)
+                )),
+                _ => Ok(()),
+            },
+            SignMechanism::RsaPkcsPss(p) => {
+                let want = match p.hash {
+                    0x0220 => 20, // CKM_SHA_1
+                    0x0255 => 28, // CKM_SHA224
+                    ckm::SHA256 => 32,
+                    0x0260 => 48, // CKM_SHA384
+                    0x0270 => 64, // CKM_SHA512
+                    _ => return Ok(()),
+                };
+                if input.len() == want {
+                    Ok(())
+                } else {
+                    refuse(format!(
+                        "the data is the {want}-byte digest, not {} bytes",
+                        input.len()
+                    ))
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 fn pss_params(p: &PssParams) -> Result<PkcsPssParams, TokenError> {
     let hash_alg = MechanismType::try_from(p.hash).map_err(|_| {
         TokenError::InvalidRequest(format!("PSS hash mechanism 0x{:x} is unknown", p.hash))
@@ -425,15 +472,17 @@ impl Token {
                 )));
             }
         }
-        let pair = self.run(|conn, session| {
-            let pair = self.generate_pair(session, spec)?;
-            let describe_one = |handle| {
-                describe(conn, session, handle)?.ok_or_else(|| {
-                    OpError::Final(TokenError::Cryptoki("a new key object has no class".into()))
-                })
-            };
-            Ok((describe_one(pair.private)?, describe_one(pair.public)?))
-        })?;
+        let pair = self
+            .run(|conn, session| {
+                let pair = self.generate_pair(session, spec)?;
+                let describe_one = |handle| {
+                    describe(conn, session, handle)?.ok_or_else(|| {
+                        OpError::Final(TokenError::Cryptoki("a new key object has no class".into()))
+                    })
+                };
+                Ok((describe_one(pair.private)?, describe_one(pair.public)?))
+            })
+            .map_err(refused_input)?;
         tracing::debug!(id = %hex::encode(&pair.0.reference.id), "key pair generated in the token");
         Ok(pair)
     }
@@ -454,13 +503,16 @@ impl Token {
         let (cryptoki_mech, input) = mechanism.prepare(data)?;
         self.run(|_conn, session| {
             let handle = find_one(session, key)?;
-            let key_type = session
-                .get_attributes(handle, &[AttributeType::KeyType])?
-                .into_iter()
-                .find_map(|a| match a {
-                    Attribute::KeyType(t) => key_algorithm(t),
-                    _ => None,
-                });
+            let (mut key_type, mut modulus_len) = (None, None);
+            for attr in
+                session.get_attributes(handle, &[AttributeType::KeyType, AttributeType::Modulus])?
+            {
+                match attr {
+                    Attribute::KeyType(t) => key_type = key_algorithm(t),
+                    Attribute::Modulus(m) => modulus_len = Some(m.len()),
+                    _ => {}
+                }
+            }
             if key_type != Some(mechanism.key_type()) {
                 return Err(OpError::Final(TokenError::InvalidRequest(format!(
                     "{} signs with {} keys; the {} is {}",
@@ -470,8 +522,12 @@ impl Token {
                     key_type.map(|k| k.as_str()).unwrap_or("of another type")
                 ))));
             }
+            mechanism
+                .check_input(&input, modulus_len)
+                .map_err(OpError::Final)?;
             Ok(session.sign(&cryptoki_mech, handle, &input)?)
         })
+        .map_err(refused_input)
     }
 
     /// Stores a DER X.509 certificate as a token object. With no `id`, its `CKA_ID` is the TUF
@@ -525,6 +581,7 @@ impl Token {
                 ))
             })
         })
+        .map_err(refused_input)
     }
 
     /// Imports an unencrypted PKCS#8 private key (P-256, Ed25519 or RSA) as a sensitive,
@@ -590,7 +647,7 @@ impl Token {
             Ok((describe_one(priv_handle)?, describe_one(pub_handle)?))
         });
         wipe(&mut private);
-        result
+        result.map_err(refused_input)
     }
 
     /// Destroys every object `reference` names; returns how many. Destroying nothing is not
@@ -685,6 +742,17 @@ fn mechanism_flags(info: &cryptoki::mechanism::MechanismInfo) -> u64 {
     .iter()
     .filter(|(on, _)| *on)
     .fold(0, |acc, (_, bit)| acc | bit)
+}
+
+/// A PKCS#11 refusal of the request's own inputs (data length, mechanism, template) as an
+/// invalid request, so the admin API answers INVALID_ARGUMENT rather than INTERNAL.
+fn refused_input(e: TokenError) -> TokenError {
+    match e {
+        TokenError::Pkcs11 { call, rv } if is_caller_error(rv) => TokenError::InvalidRequest(
+            format!("the token refused the request: {call} failed with {rv:?}"),
+        ),
+        other => other,
+    }
 }
 
 /// The one object `reference` names (the first, if several do).

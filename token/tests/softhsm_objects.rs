@@ -261,6 +261,23 @@ fn rsa_mechanisms_pkcs1_and_pss() {
     pk.verify(rsa::Pkcs1v15Sign::new::<sha2::Sha256>(), &digest, &sig)
         .unwrap();
 
+    // Input the token refuses (more than a 2048-bit PKCS#1 block holds) is the caller's error.
+    let err = f
+        .token
+        .sign_with(&key, SignMechanism::RsaPkcs, &[1u8; 300])
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidRequest, "{err}");
+    assert!(err.to_string().contains("do not fit a 2048-bit"), "{err}");
+    let err = f
+        .token
+        .sign_with(&key, SignMechanism::RsaPkcsPss(pss), &[1u8; 20])
+        .unwrap_err();
+    assert!(err.to_string().contains("32-byte digest"), "{err}");
+    // The token was not disturbed: no reconnect, the next signature works at once.
+    f.token
+        .sign_with(&key, SignMechanism::Sha256RsaPkcs, message)
+        .unwrap();
+
     for (mechanism, data) in [
         (SignMechanism::RsaPkcsPss(pss), digest.to_vec()),
         (SignMechanism::Sha256RsaPkcsPss(pss), message.to_vec()),
