@@ -119,6 +119,16 @@ pub struct AdminSignerd {
 impl AdminSignerd {
     /// Starts signerd on `token` with an `[admin]` section in a config file under `dir`.
     pub fn start(dir: &Path, token: &TestToken, pki: &TestPki) -> io::Result<AdminSignerd> {
+        Self::start_with(dir, token, pki, "")
+    }
+
+    /// Like [`Self::start`], with more lines for the `[admin]` section (e.g. `admin_clients`).
+    pub fn start_with(
+        dir: &Path,
+        token: &TestToken,
+        pki: &TestPki,
+        admin_lines: &str,
+    ) -> io::Result<AdminSignerd> {
         let socket = dir.join("admin.sock");
         let user_pin = dir.join("admin-user-pin");
         let so_pin = dir.join("admin-so-pin");
@@ -128,7 +138,7 @@ impl AdminSignerd {
         std::fs::write(
             &config,
             format!(
-                "[admin]\nsocket = {:?}\nuser_pin_file = {:?}\nso_pin_file = {:?}\n",
+                "[admin]\nsocket = {:?}\nuser_pin_file = {:?}\nso_pin_file = {:?}\n{admin_lines}\n",
                 socket.display().to_string(),
                 user_pin.display().to_string(),
                 so_pin.display().to_string()

@@ -366,6 +366,140 @@ fn pkcs11_tool_makes_lists_and_signs_with_keys_that_stay_in_signerd() -> io::Res
     Ok(())
 }
 
+/// `login` followed by `extra`.
+fn with_login<'a>(login: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+    [login, extra].concat()
+}
+
+/// The shim over signerd's mTLS port with an admin client certificate instead of the socket.
+#[test]
+fn pkcs11_tool_over_the_mtls_admin_port() -> io::Result<()> {
+    let dir = TestDir::new("shim-mtls")?;
+    let pki = TestPki::generate(&dir.subdir("pki")?)?;
+    let token = TestToken::create(&dir.subdir("token")?)?;
+    let client_cert = pki.client.cert.display().to_string();
+    let fingerprint = run_tool_ok(
+        "openssl",
+        &[
+            "x509",
+            "-noout",
+            "-fingerprint",
+            "-sha256",
+            "-in",
+            &client_cert,
+        ],
+        &[],
+    );
+    let fingerprint = fingerprint
+        .trim()
+        .rsplit('=')
+        .next()
+        .unwrap_or_default()
+        .replace(':', "")
+        .to_ascii_lowercase();
+    let admin = AdminSignerd::start_with(
+        &dir.subdir("signerd")?,
+        &token,
+        &pki,
+        &format!("admin_clients = [\"sha256:{fingerprint}\"]"),
+    )?;
+    let module = shim_module();
+    let env = vec![
+        ("SIGNERD_ADDR".to_string(), admin.signerd.addr().to_string()),
+        ("SIGNERD_CLIENT_CERT".to_string(), client_cert),
+        (
+            "SIGNERD_CLIENT_KEY".to_string(),
+            pki.client.key.display().to_string(),
+        ),
+        (
+            "SIGNERD_SERVER_CA".to_string(),
+            pki.ca.cert_path().display().to_string(),
+        ),
+        (
+            "SIGNERD_SHIM_LOG".to_string(),
+            dir.path().join("shim.log").display().to_string(),
+        ),
+    ];
+    let m = module.to_str().unwrap_or_default();
+    let slots = run_tool_ok("pkcs11-tool", &["--module", m, "-L"], &env);
+    assert!(slots.contains(TEST_TOKEN_LABEL), "{slots}");
+    let login = ["--module", m, "--login", "--pin", NOTARY_USER_PIN];
+    run_tool_ok(
+        "pkcs11-tool",
+        &with_login(
+            &login,
+            &[
+                "--keypairgen",
+                "--key-type",
+                "EC:prime256v1",
+                "--id",
+                "21",
+                "--label",
+                "tls-key",
+            ],
+        ),
+        &env,
+    );
+    let data = dir.path().join("data.txt");
+    std::fs::write(&data, b"signed over mTLS\n")?;
+    let data = data.display().to_string();
+    let sig = dir.path().join("sig.der").display().to_string();
+    run_tool_ok(
+        "pkcs11-tool",
+        &with_login(
+            &login,
+            &[
+                "--sign",
+                "--mechanism",
+                "ECDSA-SHA256",
+                "--id",
+                "21",
+                "-i",
+                &data,
+                "-o",
+                &sig,
+                "--signature-format",
+                "openssl",
+            ],
+        ),
+        &env,
+    );
+    let raw = dir.path().join("pub.der").display().to_string();
+    run_tool_ok(
+        "pkcs11-tool",
+        &[
+            "--module",
+            m,
+            "--read-object",
+            "--type",
+            "pubkey",
+            "--id",
+            "21",
+            "-o",
+            &raw,
+        ],
+        &env,
+    );
+    let pem = dir.path().join("pub.pem").display().to_string();
+    run_tool_ok(
+        "openssl",
+        &[
+            "pkey", "-pubin", "-inform", "DER", "-in", &raw, "-out", &pem,
+        ],
+        &[],
+    );
+    openssl_verifies(&[
+        "dgst",
+        "-sha256",
+        "-verify",
+        &pem,
+        "-signature",
+        &sig,
+        &data,
+    ]);
+    Ok(())
+}
+
 #[test]
 fn openssl_signs_with_a_daemon_key_by_pkcs11_uri() -> io::Result<()> {
     let s = setup("shim-openssl")?;
