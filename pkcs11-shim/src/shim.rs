@@ -103,6 +103,8 @@ const SLOTS_FRESH_FOR: Duration = Duration::from_millis(1000);
 
 /// The initialized library.
 pub struct Shim {
+    /// The process that initialized it: a forked child must initialize again.
+    pid: u32,
     config: Config,
     bridge: Bridge,
     slots: Mutex<Slots>,
@@ -125,8 +127,10 @@ static SHIM: RwLock<Option<Arc<Shim>>> = RwLock::new(None);
 /// `C_Initialize`: reads the configuration, sets up logging and starts the I/O thread.
 pub fn initialize() -> Result<(), Error> {
     let mut global = SHIM.write()?;
-    if global.is_some() {
-        return Err(Error::AlreadyInitialized);
+    match global.as_ref() {
+        Some(shim) if shim.pid == std::process::id() => return Err(Error::AlreadyInitialized),
+        Some(_) => forget_parent(&mut global),
+        None => {}
     }
     let config = Config::from_env().map_err(|e| {
         shim_log!(Error, "C_Initialize", "configuration error: {e}");
@@ -142,6 +146,7 @@ pub fn initialize() -> Result<(), Error> {
         bridge.describe()
     );
     *global = Some(Arc::new(Shim {
+        pid: std::process::id(),
         config,
         bridge,
         slots: Mutex::new(Slots::default()),
@@ -155,15 +160,33 @@ pub fn initialize() -> Result<(), Error> {
 
 /// `C_Finalize`: closes every session and stops the I/O thread.
 pub fn finalize() -> Result<(), Error> {
-    let shim = SHIM.write()?.take().ok_or(Error::NotInitialized)?;
+    let shim = {
+        let mut global = SHIM.write()?;
+        if global.as_ref().is_some_and(|s| s.pid != std::process::id()) {
+            forget_parent(&mut global);
+        }
+        global.take().ok_or(Error::NotInitialized)?
+    };
     // Outside the global lock: joining the I/O thread can take a moment.
     shim.bridge.shutdown();
     Ok(())
 }
 
-/// The initialized library, or `CKR_CRYPTOKI_NOT_INITIALIZED`.
+/// The initialized library, or `CKR_CRYPTOKI_NOT_INITIALIZED` (also in a forked child that
+/// has not called `C_Initialize` itself, as PKCS#11 asks).
 pub fn get() -> Result<Arc<Shim>, Error> {
-    SHIM.read()?.clone().ok_or(Error::NotInitialized)
+    match SHIM.read()?.clone() {
+        Some(shim) if shim.pid == std::process::id() => Ok(shim),
+        _ => Err(Error::NotInitialized),
+    }
+}
+
+/// Drops the state a forked child inherited without running its destructors: they would
+/// join the parent's I/O thread, which does not exist in the child.
+fn forget_parent(global: &mut Option<Arc<Shim>>) {
+    if let Some(inherited) = global.take() {
+        std::mem::forget(inherited);
+    }
 }
 
 /// `CK_INFO` of the library.
