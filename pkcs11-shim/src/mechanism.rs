@@ -56,10 +56,12 @@ pub fn raw_of(mechanism: CK_MECHANISM_TYPE) -> CK_MECHANISM_TYPE {
 /// mechanism.
 pub fn offered(listed: &[MechanismInfo]) -> Vec<(CK_MECHANISM_TYPE, CK_MECHANISM_INFO)> {
     let find = |m: CK_MECHANISM_TYPE| listed.iter().find(|i| i.mechanism == m as u64);
+    // What the token says of itself (hardware or not) carries over; what the shim does with
+    // the mechanism (sign, generate) is the shim's to say.
     let info = |i: &MechanismInfo, flags: CK_FLAGS| CK_MECHANISM_INFO {
         ulMinKeySize: i.min_key_bits as CK_ULONG,
         ulMaxKeySize: i.max_key_bits as CK_ULONG,
-        flags,
+        flags: (i.flags as CK_FLAGS & CKF_HW) | flags,
     };
     let ec_flags = |m| match m {
         CKM_ECDSA | CKM_ECDSA_SHA256 | CKM_EC_KEY_PAIR_GEN => {
@@ -70,12 +72,12 @@ pub fn offered(listed: &[MechanismInfo]) -> Vec<(CK_MECHANISM_TYPE, CK_MECHANISM
     let mut out = Vec::new();
     for m in SIGN_MECHANISMS {
         if let Some(raw) = find(raw_of(m)) {
-            out.push((m, info(raw, CKF_HW | CKF_SIGN | ec_flags(m))));
+            out.push((m, info(raw, CKF_SIGN | ec_flags(m))));
         }
     }
     for (gen, raw) in KEYGEN_MECHANISMS {
         if let Some(i) = find(gen).or_else(|| find(raw)) {
-            out.push((gen, info(i, CKF_HW | CKF_GENERATE_KEY_PAIR | ec_flags(gen))));
+            out.push((gen, info(i, CKF_GENERATE_KEY_PAIR | ec_flags(gen))));
         }
     }
     out
