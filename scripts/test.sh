@@ -26,8 +26,8 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
-echo "==> cargo build (binaries the integration tests start)"
-cargo build --workspace --bins
+echo "==> cargo build (the binaries and the PKCS#11 shim library the integration tests load)"
+cargo build --workspace
 echo "==> cargo nextest run"
 cargo nextest run --workspace --no-fail-fast "$@"
 echo "==> all tests passed in $(( $(date +%s) - start ))s"
