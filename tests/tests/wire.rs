@@ -44,6 +44,19 @@ fn key_id(id: &str) -> KeyId {
     KeyId { id: id.to_owned() }
 }
 
+/// The health status signerd answers for `service`.
+async fn health(c: &mut signerd_tests::signerd::Clients, service: &str) -> i32 {
+    let request = HealthCheckRequest {
+        service: service.into(),
+    };
+    c.health
+        .check(request)
+        .await
+        .expect("health answers")
+        .into_inner()
+        .status
+}
+
 fn create_req(algorithm: &str, gun: &str, role: &str) -> CreateKeyRequest {
     CreateKeyRequest {
         algorithm: algorithm.into(),
@@ -217,14 +230,7 @@ async fn errors_have_precise_codes_and_the_daemon_stays_up() {
         .process()
         .ensure_running()
         .expect("signerd survived every bad request");
-    let health = c
-        .health
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .unwrap();
-    assert_eq!(health.into_inner().status, ServingStatus::Serving as i32);
+    assert_eq!(health(&mut c, "").await, ServingStatus::Serving as i32);
 }
 
 #[tokio::test]
@@ -236,15 +242,8 @@ async fn health_serves_notary_names_and_refuses_unknown_services() {
         "grpc.health.v1.Health.KeyManagement",
         "grpc.health.v1.Health.Signer",
     ] {
-        let r = c
-            .health
-            .check(HealthCheckRequest {
-                service: service.into(),
-            })
-            .await
-            .unwrap();
         assert_eq!(
-            r.into_inner().status,
+            health(&mut c, service).await,
             ServingStatus::Serving as i32,
             "{service:?}"
         );
@@ -263,23 +262,19 @@ async fn health_serves_notary_names_and_refuses_unknown_services() {
 async fn health_is_a_live_probe_not_a_cached_flag() {
     let s = setup("wire-health-live");
     let mut c = s.signerd.clients().await;
-    let check = |mut c: signerd_tests::signerd::Clients| async move {
-        c.health
-            .check(HealthCheckRequest {
-                service: "grpc.health.v1.Health.Signer".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .status
-    };
-    assert_eq!(check(c.clone()).await, ServingStatus::Serving as i32);
+    assert_eq!(
+        health(&mut c, "grpc.health.v1.Health.Signer").await,
+        ServingStatus::Serving as i32
+    );
     // Take the token away under the running daemon: its files disappear.
     let token_dir = s.token.softhsm.token_dir();
     let moved = s.dir.path().join("token-away");
     std::fs::rename(&token_dir, &moved).unwrap();
     std::fs::create_dir(&token_dir).unwrap();
-    assert_eq!(check(c.clone()).await, ServingStatus::NotServing as i32);
+    assert_eq!(
+        health(&mut c, "grpc.health.v1.Health.Signer").await,
+        ServingStatus::NotServing as i32
+    );
     let e = c
         .signer
         .sign(sign_req(Some(key_id(&"cd".repeat(32))), b"x".to_vec()))
@@ -291,7 +286,7 @@ async fn health_is_a_live_probe_not_a_cached_flag() {
     std::fs::remove_dir(&token_dir).unwrap();
     std::fs::rename(&moved, &token_dir).unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while check(c.clone()).await != ServingStatus::Serving as i32 {
+    while health(&mut c, "grpc.health.v1.Health.Signer").await != ServingStatus::Serving as i32 {
         assert!(
             std::time::Instant::now() < deadline,
             "signerd did not reconnect to the token"
@@ -349,24 +344,10 @@ async fn wrong_pin_answers_failed_precondition_and_says_what_to_do() {
         "{}",
         e.message()
     );
-    let h = c
-        .health
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .unwrap();
-    assert_eq!(h.into_inner().status, ServingStatus::NotServing as i32);
+    assert_eq!(health(&mut c, "").await, ServingStatus::NotServing as i32);
     // Fix the PIN file: no restart needed.
     std::fs::write(&token.pin_file, signerd_tests::signerd::TEST_PIN).unwrap();
-    let h = c
-        .health
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .unwrap();
-    assert_eq!(h.into_inner().status, ServingStatus::Serving as i32);
+    assert_eq!(health(&mut c, "").await, ServingStatus::Serving as i32);
     assert!(!signerd.logs().contains("000000"), "no PIN in logs");
     signerd.stop().unwrap();
 }

@@ -251,7 +251,7 @@ pub struct KeyInfo {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Signature {
     /// The key that signed.
-    pub key: KeyInfo,
+    pub key: std::sync::Arc<KeyInfo>,
     /// Signature bytes: raw `r||s` (ecdsa), 64 bytes (ed25519) or PSS (rsa).
     pub bytes: Vec<u8>,
 }

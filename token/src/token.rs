@@ -110,7 +110,8 @@ pub(crate) struct Connection {
 
 #[derive(Clone)]
 struct CachedKey {
-    info: KeyInfo,
+    /// Shared, so a signature on the hot path clones a pointer, not the public key.
+    info: Arc<KeyInfo>,
     private: ObjectHandle,
     generation: u64,
 }
@@ -210,14 +211,14 @@ impl Token {
     ) -> Result<KeyInfo, TokenError> {
         let key = self.run(|conn, session| self.generate(conn, session, algorithm, usage))?;
         tracing::debug!(key_id = %key.info.id, "key pair generated in the token");
-        let info = key.info.clone();
+        let info = KeyInfo::clone(&key.info);
         self.write_keys().insert(info.id, key);
         Ok(info)
     }
 
     /// The public key, algorithm and usage of a key.
     pub fn key_info(&self, id: &KeyId) -> Result<KeyInfo, TokenError> {
-        self.run(|conn, session| Ok(self.lookup(conn, session, id)?.info))
+        self.run(|conn, session| Ok(KeyInfo::clone(&self.lookup(conn, session, id)?.info)))
     }
 
     /// Signs `content` with key `id` in Notary's encoding for the key's algorithm.
@@ -287,7 +288,7 @@ impl Token {
                 });
                 if let Some(id) = id {
                     match self.lookup(conn, session, &id) {
-                        Ok(key) => keys.push(key.info),
+                        Ok(key) => keys.push(KeyInfo::clone(&key.info)),
                         Err(OpError::Final(TokenError::MalformedKey { id, reason })) => {
                             tracing::warn!(%id, %reason, "skipping a key object signerd cannot use");
                         }
@@ -337,12 +338,12 @@ impl Token {
         };
         let pair = self.generate_pair(session, &spec)?;
         Ok(CachedKey {
-            info: KeyInfo {
+            info: Arc::new(KeyInfo {
                 id: pair.tuf_id,
                 algorithm,
                 public_key: pair.public_key,
                 usage: usage.clone(),
-            },
+            }),
             private: pair.private,
             generation: conn.generation,
         })
@@ -485,12 +486,12 @@ impl Token {
             );
         }
         let key = CachedKey {
-            info: KeyInfo {
+            info: Arc::new(KeyInfo {
                 id: *id,
                 algorithm,
                 public_key,
                 usage: KeyUsage::from_label(&label),
-            },
+            }),
             private,
             generation: conn.generation,
         };
