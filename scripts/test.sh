@@ -5,16 +5,27 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Every Debian package any test, script or build step uses, one per line. A test that needs a new
+# tool adds its package here; nothing else installs system packages.
+PACKAGES=(
+  softhsm2                  # the token every test uses (libsofthsm2.so, softhsm2-util)
+  notary                    # notary-server, the notary CLI and the Go notary-signer (the reference)
+  opensc                    # pkcs11-tool
+  openssl                   # the openssl CLI (certificates, engine tests)
+  libengine-pkcs11-openssl  # libp11's OpenSSL engine: openssl and the notary CLI through the shim
+  valgrind                  # the shim's leak check
+  util-linux                # setpriv, unshare (socket-peer tests, private mount namespaces)
+)
+
 missing=()
-command -v softhsm2-util >/dev/null || missing+=(softhsm2)
-{ [ -x /usr/bin/notary ] && [ -x /usr/bin/notary-server ] && [ -x /usr/bin/notary-signer ]; } || missing+=(notary)
-command -v pkcs11-tool >/dev/null || missing+=(opensc)
-command -v openssl >/dev/null || missing+=(openssl)
+for pkg in "${PACKAGES[@]}"; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing ${missing[*]}"
   sudo=; [ "$(id -u)" -eq 0 ] || sudo=sudo
   $sudo apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "${missing[@]}"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "==> installing cargo-nextest"
