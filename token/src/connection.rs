@@ -35,7 +35,8 @@ pub struct TokenConfig {
     pub pin: Option<PinSource>,
     /// Most sessions to open (signatures run in parallel on this many).
     pub sessions: usize,
-    /// Modulus size of new RSA keys.
+    /// Modulus size of new RSA keys, one of [`signerd_vocab::defaults::RSA_BITS_ALLOWED`]
+    /// (others are refused when a key is made).
     pub rsa_bits: u32,
     /// How long a request waits for a free session before it fails.
     pub checkout_timeout: Duration,

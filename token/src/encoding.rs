@@ -1,4 +1,5 @@
-//! Token attribute values turned into Notary's public key and signature encodings.
+//! Token attribute values turned into Notary's public key and signature encodings: public key
+//! objects read into Notary's key encoding, `CKA_KEY_TYPE`s into algorithms, signatures checked.
 //!
 //! Tokens return `CKA_EC_POINT` either DER-wrapped in an OCTET STRING (as PKCS#11 specifies and
 //! SoftHSM does) or raw (as some HSMs do); both are accepted.

@@ -40,7 +40,8 @@ pub enum KeyNaming {
 pub struct KeySpec {
     /// Key type.
     pub algorithm: KeyAlgorithm,
-    /// RSA modulus size; `None` = the token's configured default.
+    /// RSA modulus size, one of [`signerd_vocab::defaults::RSA_BITS_ALLOWED`]; `None` = the
+    /// token's configured default.
     pub rsa_bits: Option<u32>,
     /// How to name both halves.
     pub naming: KeyNaming,
