@@ -43,7 +43,7 @@ pub struct TokenConfig {
 }
 
 impl TokenConfig {
-    /// A config with the defaults for everything but the URI.
+    /// A config with the defaults ([`signerd_vocab::defaults`]) for everything but the URI.
     pub fn new(uri: Pkcs11Uri) -> TokenConfig {
         TokenConfig {
             uri,
