@@ -135,7 +135,7 @@ impl Bootstrap {
         let socket = admin
             .socket
             .clone()
-            .or_else(|| self.dev_env().map(|env| env.root.join("admin.sock")));
+            .or_else(|| self.dev_env().map(DevEnv::admin_socket));
         let token = self.token();
         let user_pin = admin
             .user_pin
@@ -146,7 +146,7 @@ impl Bootstrap {
             // get here, every USER login fails with the unreadable file named.
             .unwrap_or_else(|| PinSource::File(PathBuf::from("/nonexistent/user-pin")));
         let dev_so_pin = match self {
-            Bootstrap::Dev(d) if d.dev_token => Some(PinSource::File(d.env.root.join("so-pin"))),
+            Bootstrap::Dev(d) if d.dev_token => Some(PinSource::File(d.env.so_pin_file())),
             _ => None,
         };
         AdminPlan {
@@ -235,7 +235,7 @@ fn dev_banner(local: SocketAddr, dev: &DevEnv) -> String {
         "admin",
         format!(
             "{} (signerd key list, signerd ca init, ...)",
-            abs(&dev.root.join("admin.sock"))
+            abs(&dev.admin_socket())
         ),
     );
     line(
@@ -307,7 +307,7 @@ mod tests {
         );
         assert_eq!(
             bootstrap.admin_plan().socket(),
-            Some(dev_dir.join("admin.sock").as_path())
+            Some(dev_dir.join(crate::devenv::ADMIN_SOCKET_FILE).as_path())
         );
 
         // A token configured beside the dev certificates: not the dev token.

@@ -70,7 +70,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "PATH")]
     admin_socket: Option<PathBuf>,
     /// Folder for the embedded development token and certificates.
-    #[arg(long, value_name = "DIR", default_value = ".signerd")]
+    #[arg(long, value_name = "DIR", default_value = crate::devenv::DEFAULT_DEV_DIR)]
     dev_dir: PathBuf,
 }
 
@@ -128,7 +128,7 @@ mod tests {
             "x.toml",
         ]);
         assert_eq!(args.config_file(), Some(Path::new("x.toml")));
-        assert_eq!(args.dev_dir(), Path::new(".signerd"));
+        assert_eq!(args.dev_dir(), Path::new(crate::devenv::DEFAULT_DEV_DIR));
         let flags = args.flags();
         assert_eq!(flags.server.listen.as_deref(), Some("127.0.0.1:1"));
         assert_eq!(flags.token.pin_file, Some(PathBuf::from("/p")));

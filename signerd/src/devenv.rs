@@ -49,6 +49,16 @@ pub enum DevEnvError {
 /// Label of the development token.
 pub const DEV_TOKEN_LABEL: &str = "signerd-dev";
 
+/// The folder `signerd serve` keeps the development environment in (`--dev-dir`).
+pub const DEFAULT_DEV_DIR: &str = ".signerd";
+
+/// The admin socket's file name in the development folder; with [`DEFAULT_DEV_DIR`] it is
+/// `signerd_vocab::DEFAULT_ADMIN_SOCKET`, where the admin CLI and the shim look by default.
+pub const ADMIN_SOCKET_FILE: &str = "admin.sock";
+
+/// The dev token's SO PIN file in the development folder.
+const SO_PIN_FILE: &str = "so-pin";
+
 /// A throwaway PKI for mutual TLS: a CA, a server certificate and a client certificate.
 #[derive(Clone, Debug)]
 pub struct DevPki {
@@ -157,6 +167,16 @@ pub struct DevEnv {
 }
 
 impl DevEnv {
+    /// Where the admin API is served on the development environment.
+    pub fn admin_socket(&self) -> PathBuf {
+        self.root.join(ADMIN_SOCKET_FILE)
+    }
+
+    /// The file holding the dev token's SO PIN (what an SO `Login` on the admin API checks).
+    pub fn so_pin_file(&self) -> PathBuf {
+        self.root.join(SO_PIN_FILE)
+    }
+
     /// Makes (or reuses) the development environment in `root`.
     pub fn ensure(root: &Path) -> Result<DevEnv, DevEnvError> {
         let hsm = SoftHsmDir::create(&root.join("softhsm"))?;
@@ -166,7 +186,7 @@ impl DevEnv {
             let so_pin = random_hex(8)?;
             hsm.init_token(DEV_TOKEN_LABEL, &pin, &so_pin)?;
             write_file(&pin_file, &pin, 0o600)?;
-            write_file(&root.join("so-pin"), &so_pin, 0o600)?;
+            write_file(&root.join(SO_PIN_FILE), &so_pin, 0o600)?;
         }
         let pki = DevPki::ensure(&root.join("tls"))?;
         let absolute = std::fs::canonicalize(&pin_file).unwrap_or(pin_file);
@@ -206,6 +226,14 @@ fn random_hex(bytes: usize) -> Result<String, DevEnvError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_dev_admin_socket_is_where_clients_look_by_default() {
+        assert_eq!(
+            Path::new(DEFAULT_DEV_DIR).join(ADMIN_SOCKET_FILE),
+            Path::new(signerd_vocab::DEFAULT_ADMIN_SOCKET)
+        );
+    }
 
     #[test]
     fn dev_pki_is_made_once_and_private_keys_are_private() {
