@@ -1,8 +1,15 @@
 //! The config file as written: every field optional, so the file, the environment and the
 //! flags overlay one another before [`super::settings`] resolves and checks them.
 //!
-//! A section another module owns (its rules, its sink) is a type in that module, one field of
-//! [`FileConfig`], and, if the environment may set its fields, one entry in [`SECTIONS`].
+//! A section another module owns (policy rules, the audit sink) lives in that module:
+//! - its type there (`#[serde(default, deny_unknown_fields)]`, every field optional), e.g.
+//!   `crate::audit::AuditSection` for `[audit]`, or `Vec<crate::admin::PolicyRule>` for
+//!   `[[policy]]`;
+//! - one field of [`FileConfig`] here (`pub audit: AuditSection`), and one line in
+//!   [`FileConfig::overlay`] if flags can set it;
+//! - if the environment may set its fields, its `ENV` list ([`EnvSection`]) in [`SECTIONS`];
+//! - its checks in its own `resolve(&self, errors: &mut Vec<ConfigError>)`, called from
+//!   [`FileConfig::resolve`], giving one field of [`super::Settings`].
 
 use std::path::{Path, PathBuf};
 
@@ -261,8 +268,9 @@ mod tests {
     fn field_list_covers_every_field() {
         let table = toml::Table::try_from(full()).unwrap();
         let mut seen = BTreeSet::new();
+        // Array sections (`[[policy]]`) are not set from the environment.
         for (section, fields) in table {
-            for (field, _) in fields.as_table().unwrap() {
+            for (field, _) in fields.as_table().into_iter().flatten() {
                 seen.insert((section.clone(), field.clone()));
             }
         }

@@ -5,7 +5,7 @@
 //! a config file, what is still missing (token, TLS files) comes from the embedded development
 //! environment under `.signerd/` (see [`crate::bootstrap`]); with a file, it is an error.
 //!
-//! [`file`] is the file as written (one type per section), [`env`] the environment layer,
+//! [`file`](mod@file) is the file as written (one type per section), [`env`](mod@env) the environment layer,
 //! [`settings`] the resolved and checked result, [`errors`] what a user sees when it is wrong.
 
 pub mod defaults;
