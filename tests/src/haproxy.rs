@@ -99,12 +99,15 @@ impl Haproxy {
             let mut process = ChildGuard::spawn("haproxy", command, dir)?;
             match process.wait_for_port(addr, START_TIMEOUT) {
                 Ok(()) => {
-                    return Ok(Self {
+                    let haproxy = Self {
                         process,
                         addr,
                         stats,
                         config,
-                    })
+                    };
+                    // The frontend may listen before the stats socket exists.
+                    haproxy.servers_within(START_TIMEOUT)?;
+                    return Ok(haproxy);
                 }
                 Err(e) if attempt < BIND_ATTEMPTS && process.logs().contains("cannot bind") => {
                     eprintln!("haproxy: {addr} was taken, retrying: {e}");
@@ -136,7 +139,12 @@ impl Haproxy {
 
     /// Sends one command to the stats socket and returns the answer.
     pub fn command(&self, line: &str) -> io::Result<String> {
-        let mut stream = UnixStream::connect(&self.stats)?;
+        let mut stream = UnixStream::connect(&self.stats).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("HAProxy stats socket {}: {e}", self.stats.display()),
+            )
+        })?;
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;
         stream.write_all(format!("{line}\n").as_bytes())?;
         let mut answer = String::new();
@@ -184,6 +192,23 @@ impl Haproxy {
             });
         }
         Ok(servers)
+    }
+
+    /// [`Self::servers`], retried until the stats socket answers or `timeout` passes.
+    fn servers_within(&self, timeout: Duration) -> io::Result<Vec<ServerStat>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.servers() {
+                Ok(servers) => return Ok(servers),
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("{e}\n{}", self.process.log_tail(20)),
+                    ))
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
     }
 
     /// Waits until server `name` has status `status` (`UP`, `DOWN`), failing with the last
