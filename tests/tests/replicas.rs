@@ -293,3 +293,136 @@ async fn clients_through(haproxy: &Haproxy, pki: &TestPki) -> Clients {
         health: HealthClient::new(channel),
     }
 }
+
+/// A replica SIGKILLed under load (32 signatures in flight over one connection through
+/// HAProxy, as notary-server sends them): the calls it held fail with UNAVAILABLE, never with a
+/// code that says something about the key, and the client's reconnect lands on the survivor,
+/// which signs with the same key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_through_haproxy_rides_over_a_replica_killed_under_load() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    const IN_FLIGHT: usize = 32;
+    const RESUMED: u64 = 500;
+    let mut f = fleet("replicas-under-load", 2, Shared::RemoteHsm, false).unwrap();
+    let (id, public) = {
+        let mut setup = clients_through(&f.haproxy, &f.pki).await;
+        create_ecdsa(&mut setup, "example.com/under-load").await
+    };
+    every_replica_serves(&f, &[(id.clone(), public.clone())]).await;
+
+    let client = clients_through(&f.haproxy, &f.pki).await;
+    let servers = f.haproxy.servers().unwrap();
+    let active: Vec<usize> = servers
+        .iter()
+        .filter(|s| s.current_sessions > 0)
+        .map(|s| replica_index(&s.name))
+        .collect();
+    assert_eq!(active.len(), 1, "one connection, one replica: {servers:?}");
+    let victim = active[0];
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let killed = Arc::new(AtomicBool::new(false));
+    let ok_after_kill = Arc::new(AtomicU64::new(0));
+    let ok_before_kill = Arc::new(AtomicU64::new(0));
+    let errors: Arc<Mutex<Vec<tonic::Status>>> = Arc::default();
+    let mut workers = Vec::new();
+    for w in 0..IN_FLIGHT {
+        let mut signer = client.signer.clone();
+        let (stop, killed) = (Arc::clone(&stop), Arc::clone(&killed));
+        let (before, after) = (Arc::clone(&ok_before_kill), Arc::clone(&ok_after_kill));
+        let errors = Arc::clone(&errors);
+        let (id, public) = (id.clone(), public.clone());
+        workers.push(tokio::spawn(async move {
+            let vk = p256::ecdsa::VerifyingKey::from_public_key_der(&public).unwrap();
+            let mut n = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                n += 1;
+                let content = format!("worker {w} call {n}").into_bytes();
+                let was_killed = killed.load(Ordering::SeqCst);
+                match signer
+                    .sign(SignatureRequest {
+                        key_id: Some(KeyId { id: id.clone() }),
+                        content: content.clone(),
+                    })
+                    .await
+                {
+                    Ok(sig) => {
+                        let sig = p256::ecdsa::Signature::from_slice(&sig.into_inner().content)
+                            .expect("raw r||s");
+                        vk.verify(&content, &sig).expect("signature verifies");
+                        if was_killed {
+                            after.fetch_add(1, Ordering::SeqCst);
+                        } else {
+                            before.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                    Err(status) => {
+                        errors.lock().unwrap().push(status);
+                        // What a caller does: try again shortly.
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+        }));
+    }
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while ok_before_kill.load(Ordering::SeqCst) < RESUMED {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no load before the kill"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    killed.store(true, Ordering::SeqCst);
+    f.replicas[victim].process().kill_hard().unwrap();
+    f.haproxy
+        .wait_status(
+            &format!("signerd-{}", victim + 1),
+            "DOWN",
+            MARK_DOWN_TIMEOUT,
+        )
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while ok_after_kill.load(Ordering::SeqCst) < RESUMED {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "signing did not resume through the survivor: {} ok since the kill, errors {:?}",
+            ok_after_kill.load(Ordering::SeqCst),
+            errors.lock().unwrap().iter().take(5).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    for w in workers {
+        w.await.unwrap();
+    }
+
+    // The client's own view of the dropped connection (tonic: "transport error", "operation was
+    // canceled") carries the transport error as its source; anything a server answered has none
+    // and must be UNAVAILABLE: never NOT_FOUND or INTERNAL for a key that is there.
+    let errors = errors.lock().unwrap();
+    let answered: Vec<&tonic::Status> = errors
+        .iter()
+        .filter(|s| std::error::Error::source(*s).is_none())
+        .collect();
+    assert!(
+        answered
+            .iter()
+            .all(|s| s.code() == tonic::Code::Unavailable),
+        "a server answered with another code than UNAVAILABLE: {answered:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .all(|s| !matches!(s.code(), tonic::Code::NotFound | tonic::Code::Internal)),
+        "{errors:?}"
+    );
+    let survivor = 1 - victim;
+    assert!(
+        signs(&f.replicas[survivor].logs()) >= RESUMED as usize,
+        "the survivor signed after the kill"
+    );
+}
