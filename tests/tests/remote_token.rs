@@ -7,7 +7,7 @@ use nix::sys::signal::Signal;
 use p256::ecdsa::signature::Verifier as _;
 use p256::pkcs8::DecodePublicKey as _;
 use signerd_proto::notary::{CreateKeyRequest, KeyId, SignatureRequest};
-use signerd_tests::p11kit::P11KitServer;
+use signerd_tests::p11kit::{P11KitServer, ProcessId};
 use signerd_tests::signerd::{Clients, Signerd, TestToken};
 use signerd_tests::{TestDir, TestPki};
 
@@ -79,6 +79,21 @@ async fn sign_and_verify(c: &mut Clients, id: &str, public: &[u8], content: &[u8
     let sig = p256::ecdsa::Signature::from_slice(&sig.content).expect("raw r||s");
     vk.verify(content, &sig)
         .expect("the signature verifies with the key's public key");
+}
+
+/// Waits until `process`'s state letter satisfies `wanted` (a signal takes effect when the
+/// kernel next handles the process, not when `kill` returns).
+async fn wait_state(process: &ProcessId, what: &str, wanted: impl Fn(Option<char>) -> bool) {
+    let deadline = std::time::Instant::now() + REMOTE_TIMEOUT;
+    while !wanted(process.state()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "process {} not {what}: {:?}",
+            process.pid,
+            process.state()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test]
@@ -158,16 +173,11 @@ async fn the_harness_stops_kills_and_restarts_the_remote_hsm_by_pid() {
 
     r.server.freeze().unwrap();
     for p in remotes.iter().chain([&server]) {
-        assert_eq!(p.state(), Some('T'), "process {} is stopped", p.pid);
+        wait_state(p, "stopped", |s| s == Some('T')).await;
     }
     r.server.thaw().unwrap();
     for p in remotes.iter().chain([&server]) {
-        let state = p.state();
-        assert!(
-            state.is_some() && state != Some('T'),
-            "process {} runs again: {state:?}",
-            p.pid
-        );
+        wait_state(p, "running again", |s| s.is_some() && s != Some('T')).await;
     }
     sign_and_verify(&mut c, &id, &public, b"after SIGCONT").await;
 

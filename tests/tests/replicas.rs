@@ -313,14 +313,24 @@ async fn signing_through_haproxy_rides_over_a_replica_killed_under_load() {
     every_replica_serves(&f, &[(id.clone(), public.clone())]).await;
 
     let client = clients_through(&f.haproxy, &f.pki).await;
-    let servers = f.haproxy.servers().unwrap();
-    let active: Vec<usize> = servers
-        .iter()
-        .filter(|s| s.current_sessions > 0)
-        .map(|s| replica_index(&s.name))
-        .collect();
-    assert_eq!(active.len(), 1, "one connection, one replica: {servers:?}");
-    let victim = active[0];
+    // HAProxy counts the set-up connection until it has seen it close.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let victim = loop {
+        let servers = f.haproxy.servers().unwrap();
+        let active: Vec<usize> = servers
+            .iter()
+            .filter(|s| s.current_sessions > 0)
+            .map(|s| replica_index(&s.name))
+            .collect();
+        if active.len() == 1 {
+            break active[0];
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "one connection, one replica: {servers:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
 
     let stop = Arc::new(AtomicBool::new(false));
     let killed = Arc::new(AtomicBool::new(false));
