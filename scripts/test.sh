@@ -15,6 +15,10 @@ PACKAGES=(
   libengine-pkcs11-openssl  # libp11's OpenSSL engine: openssl and the notary CLI through the shim
   valgrind                  # the shim's leak check
   util-linux                # setpriv, unshare (socket-peer tests, private mount namespaces)
+  p11-kit                   # p11-kit server: the network-HSM stand-in (remote token, replicas)
+  p11-kit-modules           # p11-kit-client.so, the module signerd loads for that remote token
+  haproxy                   # the load balancer in front of signerd replicas
+  systemd                   # systemd-analyze verify of config/signerd.service
 )
 
 missing=()

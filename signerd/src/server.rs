@@ -117,6 +117,17 @@ async fn quiet(in_flight: &InFlight) {
 /// Resolves on SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
+    // SIGHUP's default action ends the process, and `systemctl reload` (ExecReload in
+    // config/signerd.service) sends it: it must never stop the signer.
+    if let Ok(mut hangup) = signal(SignalKind::hangup()) {
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                tracing::warn!(
+                    "SIGHUP received: reloading is not implemented yet; restart signerd to load new TLS files"
+                );
+            }
+        });
+    }
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,
         Err(e) => {

@@ -8,8 +8,10 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod haproxy;
 pub mod https;
 pub mod notary;
+pub mod p11kit;
 pub mod pki;
 pub mod process;
 pub mod scenario;

@@ -59,6 +59,9 @@ pub struct TestToken {
     pub pin_file: PathBuf,
     /// The token URI (module path and PIN file included).
     pub uri: String,
+    /// Environment signerd needs to reach the token (e.g. `P11_KIT_SERVER_ADDRESS` for a remote
+    /// token through `p11-kit-client.so`); empty for a local SoftHSM token.
+    pub env: Vec<(String, String)>,
 }
 
 impl TestToken {
@@ -75,6 +78,7 @@ impl TestToken {
             softhsm,
             pin_file,
             uri,
+            env: Vec::new(),
         })
     }
 }
@@ -87,6 +91,7 @@ pub struct Signerd {
     log_dir: PathBuf,
     command: Vec<String>,
     softhsm_conf: PathBuf,
+    token_env: Vec<(String, String)>,
     addr: SocketAddr,
     endpoint: SignerEndpoint,
     client: IssuedCert,
@@ -136,6 +141,7 @@ impl Signerd {
                 log_dir: dir.to_owned(),
                 command,
                 softhsm_conf: token.softhsm.conf(),
+                token_env: token.env.clone(),
                 addr,
                 endpoint: pki.signer_endpoint(port),
                 client: pki.client.clone(),
@@ -155,6 +161,7 @@ impl Signerd {
         command
             .args(&self.command)
             .env("SOFTHSM2_CONF", &self.softhsm_conf)
+            .envs(self.token_env.iter().map(|(k, v)| (k, v)))
             .env_remove("RUST_LOG");
         let mut process = ChildGuard::spawn(&self.name, command, &self.log_dir)?;
         process.wait_for_port(self.addr, START_TIMEOUT)?;
