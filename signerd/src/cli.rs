@@ -28,6 +28,9 @@ enum Command {
     CheckConfig(ServeArgs),
     #[command(flatten)]
     Admin(crate::admin_cli::AdminCommand),
+    /// Check (verify) or follow (tail) the audit trail.
+    #[command(subcommand)]
+    Audit(crate::audit::cli::AuditCommand),
     /// Install the PKCS#11 shim as libykcs11.so for the notary CLI (or remove it).
     #[command(subcommand)]
     Shim(crate::shim_install::ShimCommand),
@@ -79,6 +82,7 @@ pub fn run() -> ExitCode {
         Command::CheckConfig(args) => check_config(args),
         Command::Admin(command) => crate::admin_cli::run(command),
         Command::Shim(command) => crate::shim_install::run(command),
+        Command::Audit(command) => crate::audit::cli::run(command),
     }
 }
 
@@ -209,6 +213,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     let keys = KeyStore::new(token);
+    let audit = match crate::audit::open_trail(settings.audit.as_ref(), &keys) {
+        Ok(a) => a,
+        Err(e) => return report_config_errors(&[e]),
+    };
     let result = runtime.block_on(async {
         let listener = crate::server::bind(settings.listen).await?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
@@ -222,11 +230,15 @@ fn serve(args: ServeArgs) -> ExitCode {
             &material,
             keys.clone(),
             Some(admin),
+            audit.clone().map(|a| a as Arc<dyn crate::audit::AuditSink>),
             settings.shutdown_grace,
             crate::server::shutdown_signal(),
         )
         .await
     });
+    if let Some(trail) = &audit {
+        runtime.block_on(trail.close());
+    }
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     crate::server::close_token(keys);
     match result {

@@ -27,6 +27,8 @@ pub struct FileConfig {
     pub log: LogSection,
     /// `[admin]`: signerd's own admin API (Unix socket and admin client certificates).
     pub admin: AdminSection,
+    /// `[audit]`: the tamper-evident audit trail.
+    pub audit: crate::audit::config::AuditSection,
 }
 
 /// `[server]` section.
@@ -122,6 +124,11 @@ const FIELDS: &[(&str, &str, Kind)] = &[
     ("admin", "admin_clients", Kind::TextList),
     ("admin", "user_pin_file", Kind::Text),
     ("admin", "so_pin_file", Kind::Text),
+    ("audit", "path", Kind::Text),
+    ("audit", "fsync", Kind::Text),
+    ("audit", "checkpoint_every_lines", Kind::Number),
+    ("audit", "checkpoint_every_secs", Kind::Number),
+    ("audit", "rotate_bytes", Kind::Number),
 ];
 
 /// The environment variable that overrides `section.field`.
@@ -303,6 +310,8 @@ pub struct Settings {
     pub log_level: String,
     /// The admin API.
     pub admin: AdminSettings,
+    /// The audit file, when configured.
+    pub audit: Option<crate::audit::config::AuditSettings>,
 }
 
 impl FileConfig {
@@ -444,6 +453,11 @@ impl FileConfig {
             so_pin: a.so_pin_file.clone().map(PinSource::File),
         };
 
+        let audit = self.audit.resolve().unwrap_or_else(|errs| {
+            errors.extend(errs.into_iter().map(ConfigError));
+            None
+        });
+
         if errors.is_empty() {
             Ok(Settings {
                 listen,
@@ -455,6 +469,7 @@ impl FileConfig {
                 log_format,
                 log_level,
                 admin,
+                audit,
             })
         } else {
             Err(errors)
@@ -505,6 +520,13 @@ mod tests {
                 admin_clients: Some(vec!["a".into()]),
                 user_pin_file: Some("a".into()),
                 so_pin_file: Some("a".into()),
+            },
+            audit: crate::audit::config::AuditSection {
+                path: Some("a".into()),
+                fsync: Some("a".into()),
+                checkpoint_every_lines: Some(1),
+                checkpoint_every_secs: Some(1),
+                rotate_bytes: Some(1),
             },
         };
         let table = toml::Table::try_from(&full).unwrap();
