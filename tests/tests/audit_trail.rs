@@ -99,15 +99,26 @@ async fn key_operations_leave_a_chain_that_verifies_and_tampering_is_located() {
     let missing = c
         .signer
         .sign(SignatureRequest {
-            key_id: Some(KeyIdMsg { id: "ab".repeat(32) }),
+            key_id: Some(KeyIdMsg {
+                id: "ab".repeat(32),
+            }),
             content: b"x".to_vec(),
         })
         .await
         .unwrap_err();
     assert_eq!(missing.code(), Code::NotFound);
-    c.keys.delete_key(KeyIdMsg { id: id.clone() }).await.unwrap();
-    s.cli
-        .run_ok(&["key", "generate", "--gun", "example.com/app", "--role", "targets"]);
+    c.keys
+        .delete_key(KeyIdMsg { id: id.clone() })
+        .await
+        .unwrap();
+    s.cli.run_ok(&[
+        "key",
+        "generate",
+        "--gun",
+        "example.com/app",
+        "--role",
+        "targets",
+    ]);
     let (key_id, pem) = audit_key(&s.cli);
     // A clean stop closes the file with a checkpoint over every line.
     assert!(s.signerd.stop().unwrap().success());
@@ -116,7 +127,12 @@ async fn key_operations_leave_a_chain_that_verifies_and_tampering_is_located() {
     let notary: Vec<(&str, &str)> = all
         .iter()
         .filter(|l| l["port"] == "notary")
-        .map(|l| (l["method"].as_str().unwrap(), l["outcome"].as_str().unwrap()))
+        .map(|l| {
+            (
+                l["method"].as_str().unwrap(),
+                l["outcome"].as_str().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         notary,
@@ -147,7 +163,10 @@ async fn key_operations_leave_a_chain_that_verifies_and_tampering_is_located() {
     let file = path(&s.audit).to_owned();
     let (code, out) = audit(&s, &["verify", "--key-id", &key_id, &file]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("ok: ") && out.contains("the key you gave"), "{out}");
+    assert!(
+        out.contains("ok: ") && out.contains("the key you gave"),
+        "{out}"
+    );
     let pem_file = s.dir.path().join("audit-key.pem");
     std::fs::write(&pem_file, &pem).unwrap();
     let (code, out) = audit(&s, &["verify", "--public-key", path(&pem_file), &file]);
@@ -165,7 +184,7 @@ async fn key_operations_leave_a_chain_that_verifies_and_tampering_is_located() {
         .position(|l| l.contains("\"method\":\"Sign\"") && l.contains("\"outcome\":\"ok\""))
         .unwrap();
     let n = sign_line + 1;
-    let mut verify_bad = |lines: &[String], at: usize, says: &str| {
+    let verify_bad = |lines: &[String], at: usize, says: &str| {
         write_lines(&target, lines);
         let (code, out) = audit(&s, &["verify", "--key-id", &key_id, &tampered]);
         assert_eq!(code, 1, "{out}");
@@ -175,7 +194,8 @@ async fn key_operations_leave_a_chain_that_verifies_and_tampering_is_located() {
         );
     };
     let mut edited = original.clone();
-    edited[sign_line] = edited[sign_line].replace("\"method\":\"Sign\"", "\"method\":\"GetKeyInfo\"");
+    edited[sign_line] =
+        edited[sign_line].replace("\"method\":\"Sign\"", "\"method\":\"GetKeyInfo\"");
     verify_bad(&edited, n, "edited");
     let mut deleted = original.clone();
     deleted.remove(sign_line);
@@ -192,7 +212,10 @@ async fn key_operations_leave_a_chain_that_verifies_and_tampering_is_located() {
     std::fs::write(&target, cut).unwrap();
     let (code, out) = audit(&s, &["verify", "--key-id", &key_id, &tampered]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains(&format!("{tampered}:{n}: ")) && out.contains("incomplete"), "{out}");
+    assert!(
+        out.contains(&format!("{tampered}:{n}: ")) && out.contains("incomplete"),
+        "{out}"
+    );
 
     // The whole file rewritten with a fresh chain that hides the Sign: without checkpoints...
     let mut hidden = original.clone();
@@ -206,7 +229,11 @@ async fn key_operations_leave_a_chain_that_verifies_and_tampering_is_located() {
         .iter()
         .position(|l| l.contains("\"type\":\"checkpoint\""))
         .unwrap();
-    verify_bad(&rewritten, first_checkpoint + 1, "not the trusted audit key");
+    verify_bad(
+        &rewritten,
+        first_checkpoint + 1,
+        "not the trusted audit key",
+    );
     // Without a pinned key the rewrite verifies, and the verifier says the key is unvouched.
     write_lines(&target, &rewritten);
     let (code, out) = audit(&s, &["verify", &tampered]);
@@ -278,7 +305,9 @@ async fn an_unwritable_audit_file_fails_closed_and_health_says_why() {
     let refused = c
         .signer
         .sign(SignatureRequest {
-            key_id: Some(KeyIdMsg { id: "ab".repeat(32) }),
+            key_id: Some(KeyIdMsg {
+                id: "ab".repeat(32),
+            }),
             content: b"x".to_vec(),
         })
         .await
@@ -289,7 +318,9 @@ async fn an_unwritable_audit_file_fails_closed_and_health_says_why() {
     assert!(text(&out).contains("audit trail"), "{}", text(&out));
     let logs = s.signerd.logs();
     assert!(
-        logs.contains("NOT_SERVING") && logs.contains("audit trail") && logs.contains(path(&s.audit)),
+        logs.contains("NOT_SERVING")
+            && logs.contains("audit trail")
+            && logs.contains(path(&s.audit)),
         "health says why in the log:\n{logs}"
     );
 

@@ -169,7 +169,11 @@ pub fn human(raw: &[u8]) -> String {
         }
         Some(LineKind::Checkpoint) => {
             out.push_str(" checkpoint");
-            field(&mut out, "head", &Some(line.prev.chars().take(16).collect()));
+            field(
+                &mut out,
+                "head",
+                &Some(line.prev.chars().take(16).collect()),
+            );
             field(&mut out, "audit_key", &line.key_id);
         }
         Some(LineKind::Start) => {

@@ -48,7 +48,9 @@ impl std::str::FromStr for FsyncPolicy {
                 .filter(|ms| *ms > 0)
                 .map(|ms| FsyncPolicy::Interval(Duration::from_millis(ms)))
                 .ok_or_else(|| {
-                    format!("audit.fsync = {other:?}: use always, never, or an interval such as 200ms")
+                    format!(
+                        "audit.fsync = {other:?}: use always, never, or an interval such as 200ms"
+                    )
                 }),
         }
     }
@@ -90,8 +92,14 @@ impl AuditSection {
         let Some(path) = &self.path else {
             let set: Vec<&str> = [
                 ("fsync", self.fsync.is_some()),
-                ("checkpoint_every_lines", self.checkpoint_every_lines.is_some()),
-                ("checkpoint_every_secs", self.checkpoint_every_secs.is_some()),
+                (
+                    "checkpoint_every_lines",
+                    self.checkpoint_every_lines.is_some(),
+                ),
+                (
+                    "checkpoint_every_secs",
+                    self.checkpoint_every_secs.is_some(),
+                ),
                 ("rotate_bytes", self.rotate_bytes.is_some()),
             ]
             .iter()
@@ -120,16 +128,16 @@ impl AuditSection {
             }
         }
         match self.checkpoint_every_lines {
-            Some(0) => errors.push(
-                "audit.checkpoint_every_lines = 0: use 1 or more (e.g. 1000)".into(),
-            ),
+            Some(0) => {
+                errors.push("audit.checkpoint_every_lines = 0: use 1 or more (e.g. 1000)".into())
+            }
             Some(n) => settings.checkpoint_every_lines = n,
             None => {}
         }
         match self.checkpoint_every_secs {
-            Some(0) => errors.push(
-                "audit.checkpoint_every_secs = 0: use 1 or more (e.g. 60)".into(),
-            ),
+            Some(0) => {
+                errors.push("audit.checkpoint_every_secs = 0: use 1 or more (e.g. 60)".into())
+            }
             Some(n) => settings.checkpoint_every = Duration::from_secs(n),
             None => {}
         }

@@ -78,16 +78,19 @@ impl Shared {
     }
 
     fn broken(&self) -> Option<String> {
-        self.broken.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.broken
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
+/// Where the writer answers one caller.
+type Reply = oneshot::Sender<Result<(), AuditUnavailable>>;
+
 #[derive(Debug)]
 enum Msg {
-    Record(
-        Box<AuditRecord>,
-        oneshot::Sender<Result<(), AuditUnavailable>>,
-    ),
+    Record(Box<AuditRecord>, Reply),
     Tick,
     Close(oneshot::Sender<()>),
 }
@@ -398,13 +401,7 @@ impl Writer {
         self.finish();
     }
 
-    fn write_records(
-        &mut self,
-        batch: Vec<(
-            Box<AuditRecord>,
-            oneshot::Sender<Result<(), AuditUnavailable>>,
-        )>,
-    ) {
+    fn write_records(&mut self, batch: Vec<(Box<AuditRecord>, Reply)>) {
         let mut p = self.pending();
         let mut waiting = Vec::with_capacity(batch.len());
         for (record, done) in batch {
@@ -520,7 +517,10 @@ impl Writer {
                 }
             }
             Err(reason) => {
-                tracing::error!(reason, "audit file not written; key operations are refused until it is");
+                tracing::error!(
+                    reason,
+                    "audit file not written; key operations are refused until it is"
+                );
                 self.file = None;
                 self.shared.set_broken(Some(reason.clone()));
             }
@@ -567,7 +567,10 @@ impl Writer {
             }
             Err(reason) => {
                 if self.shared.broken().as_deref() != Some(reason.as_str()) {
-                    tracing::error!(reason, "audit file not writable; key operations are refused until it is");
+                    tracing::error!(
+                        reason,
+                        "audit file not writable; key operations are refused until it is"
+                    );
                 }
                 self.file = None;
                 self.shared.set_broken(Some(reason));

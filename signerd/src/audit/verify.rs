@@ -171,7 +171,10 @@ pub fn verify(files: &[AuditFile], trusted: &TrustedKey) -> Result<Summary, BadL
                     }
                 }
             } else if kind == LineKind::Start {
-                return Err(bad(n, "a start line inside a file: lines were inserted or files spliced".into()));
+                return Err(bad(
+                    n,
+                    "a start line inside a file: lines were inserted or files spliced".into(),
+                ));
             }
             if let Some((hash, seq, ref prev_path, prev_line)) = previous {
                 if n == 1 && (line.seq != seq + 1 || line.prev != hash) {
@@ -205,7 +208,10 @@ pub fn verify(files: &[AuditFile], trusted: &TrustedKey) -> Result<Summary, BadL
                             line.seq - seq - 1
                         )
                     } else {
-                        format!("seq {} follows seq {seq}: lines were reordered or repeated", line.seq)
+                        format!(
+                            "seq {} follows seq {seq}: lines were reordered or repeated",
+                            line.seq
+                        )
                     };
                     return Err(bad(n, why));
                 }
@@ -313,8 +319,7 @@ fn check_checkpoint(line: &Line) -> Result<(String, Vec<u8>), String> {
 
 /// The key ID of a public key file (PEM `PUBLIC KEY` or DER SubjectPublicKeyInfo).
 pub fn key_id_of_public_key_file(path: &Path) -> Result<KeyId, String> {
-    let bytes =
-        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let der = if bytes.starts_with(b"-----BEGIN") {
         let (label, der) = der::pem::decode_vec(&bytes)
             .map_err(|e| format!("{} is not PEM: {e}", path.display()))?;

@@ -32,7 +32,9 @@ pub struct TokenHealth {
 
 impl std::fmt::Debug for TokenHealth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenHealth").field("keys", &self.keys).finish_non_exhaustive()
+        f.debug_struct("TokenHealth")
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
     }
 }
 
@@ -65,7 +67,11 @@ impl Health for TokenHealth {
             )));
         }
         if let Some(Err(reason)) = self.audit.as_ref().map(|a| a.health()) {
-            tracing::warn!(service, reason, "health: NOT_SERVING: key operations are refused");
+            tracing::warn!(
+                service,
+                reason,
+                "health: NOT_SERVING: key operations are refused"
+            );
             return Ok(Response::new(HealthCheckResponse {
                 status: ServingStatus::NotServing as i32,
             }));
