@@ -340,3 +340,51 @@ async fn an_unwritable_audit_file_fails_closed_and_health_says_why() {
         .count();
     assert_eq!(created, 2);
 }
+
+#[tokio::test]
+async fn a_call_whose_client_hangs_up_is_recorded_as_cancelled() {
+    let dir = TestDir::new("audit-cancelled").unwrap();
+    let pki = TestPki::generate(&dir.subdir("pki").unwrap()).unwrap();
+    let token = TestToken::create(&dir.subdir("token").unwrap()).unwrap();
+    let audit = dir.subdir("audit").unwrap().join("audit.jsonl");
+    // RSA-4096 generation in SoftHSM takes far longer than the client waits.
+    let section = format!(
+        "[audit]\npath = {:?}\n[token]\nrsa_bits = 4096\n",
+        audit.display().to_string()
+    );
+    let (signerd, _socket) =
+        start_signerd(&dir.subdir("signerd").unwrap(), &token, &pki, &section).unwrap();
+    let mut c = signerd.clients().await;
+    let call = c.keys.create_key(CreateKeyRequest {
+        algorithm: "rsa".into(),
+        gun: "example.com/app".into(),
+        role: "timestamp".into(),
+    });
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), call)
+            .await
+            .is_err(),
+        "the client gives up before the key is made"
+    );
+    drop(c);
+    // The record is written when signerd notices the stream reset.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let cancelled = records(&audit)
+            .iter()
+            .any(|l| l["method"] == "CreateKey" && l["outcome"] == "cancelled");
+        if cancelled {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no cancelled CreateKey in the trail:\n{}\n{}",
+            lines(&audit).join("\n"),
+            signerd.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(signerd);
+    drop(token);
+    drop(dir);
+}
