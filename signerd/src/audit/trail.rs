@@ -69,6 +69,8 @@ struct Shared {
     broken: Mutex<Option<String>>,
     /// `fsync` calls made, for tests and metrics.
     syncs: AtomicU64,
+    /// Records handed to the writer.
+    queued: AtomicU64,
 }
 
 impl Shared {
@@ -138,6 +140,11 @@ impl AuditTrail {
         self.shared.syncs.load(Ordering::Relaxed)
     }
 
+    /// Records handed to the writer so far (written or not yet).
+    pub fn records_queued(&self) -> u64 {
+        self.shared.queued.load(Ordering::Relaxed)
+    }
+
     /// Writes a last checkpoint, flushes, and stops the writer; later records fail.
     pub async fn close(&self) {
         let (ack, done) = oneshot::channel();
@@ -160,11 +167,13 @@ impl AuditSink for AuditTrail {
     ) -> Pin<Box<dyn std::future::Future<Output = Result<(), AuditUnavailable>> + Send + 'static>>
     {
         let tx = self.tx.clone();
+        let shared = Arc::clone(&self.shared);
         Box::pin(async move {
             let (done, answer) = oneshot::channel();
             tx.send(Msg::Record(Box::new(record), done))
                 .await
                 .map_err(|_| stopped())?;
+            shared.queued.fetch_add(1, Ordering::Relaxed);
             answer.await.map_err(|_| stopped())?
         })
     }
