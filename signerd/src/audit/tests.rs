@@ -575,3 +575,35 @@ async fn records_waiting_while_the_writer_is_busy_share_one_write_and_fsync() {
     .unwrap();
     assert_eq!(summary.lines - summary.checkpoints, 102);
 }
+
+#[tokio::test]
+async fn a_quiet_trail_gets_a_checkpoint_after_the_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(dir.path(), 1000);
+    s.checkpoint_every = Duration::from_millis(300);
+    let signer = FakeSigner::new(7);
+    let trail = AuditTrail::open(s.clone(), Box::new(signer.clone())).unwrap();
+    trail.record(record(0)).await.unwrap();
+    // No more records: the writer's tick signs the head once the interval has passed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    // Read as text: a line being written may be seen half done.
+    while !lines(&s.path)
+        .last()
+        .is_some_and(|l| l.contains("\"type\":\"checkpoint\"") && l.ends_with('}'))
+    {
+        assert!(std::time::Instant::now() < deadline, "{:?}", lines(&s.path));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let summary = check(
+        std::slice::from_ref(&s.path),
+        &TrustedKey::KeyId(signer.key_id()),
+    )
+    .unwrap();
+    assert_eq!(
+        (summary.lines, summary.checkpoints, summary.unsigned_tail),
+        (4, 2, 0)
+    );
+    trail.close().await;
+    // Nothing new since: no further checkpoint at close.
+    assert_eq!(lines(&s.path).len(), 4);
+}
