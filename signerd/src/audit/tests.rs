@@ -327,13 +327,16 @@ async fn rotation_carries_the_chain_across_files() {
     let mut s = settings(dir.path(), 1000);
     s.rotate_bytes = Some(4096);
     let signer = FakeSigner::new(7);
-    let trail = AuditTrail::open(s.clone(), Box::new(signer.clone())).unwrap();
-    for n in 0..24 {
-        let mut r = record(n);
-        r.error = Some("x".repeat(500));
-        trail.record(r).await.unwrap();
+    // Two runs of signerd: the second picks up a half-full file and rotates it later.
+    for run in 0..2 {
+        let trail = AuditTrail::open(s.clone(), Box::new(signer.clone())).unwrap();
+        for n in 0..12 {
+            let mut r = record(run * 12 + n);
+            r.error = Some("x".repeat(500));
+            trail.record(r).await.unwrap();
+        }
+        trail.close().await;
     }
-    trail.close().await;
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -342,6 +345,14 @@ async fn rotation_carries_the_chain_across_files() {
     assert!(files.len() >= 3, "{files:?}");
     assert_eq!(files[0], s.path);
     let rotated = &files[1..];
+    // Each rotated file is named by the seq of its first line.
+    for f in rotated {
+        let name = f.file_name().unwrap().to_str().unwrap();
+        assert!(
+            name.ends_with(&format!(".{:012}", parsed(f)[0].seq)),
+            "{name}"
+        );
+    }
     // The live file continues the newest rotated one, by name and last hash.
     let first = &parsed(&s.path)[0];
     let newest = rotated.last().unwrap();

@@ -282,15 +282,7 @@ fn read_tail(file: &mut File, len: u64, path: &Path) -> Result<Option<(u64, Head
                 path.display()
             )
         })?;
-        let first_seq = if start == 0 {
-            let first = body.split(|b| *b == b'\n').next().unwrap_or(body);
-            serde_json::from_slice::<Line>(first)
-                .map(|l| l.seq)
-                .unwrap_or(line.seq)
-        } else {
-            // Only the rotated file's name uses it; a long file is named by its last line.
-            line.seq
-        };
+        let first_seq = first_line_seq(file, path)?.unwrap_or(line.seq);
         return Ok(Some((
             first_seq,
             Head {
@@ -299,6 +291,17 @@ fn read_tail(file: &mut File, len: u64, path: &Path) -> Result<Option<(u64, Head
             },
         )));
     }
+}
+
+/// `seq` of the first line of `file` (it names the file once rotated).
+fn first_line_seq(file: &mut File, path: &Path) -> Result<Option<u64>, String> {
+    // A start line is short; caller text never reaches it.
+    let mut head = Vec::new();
+    file.seek(SeekFrom::Start(0))
+        .and_then(|_| Read::by_ref(file).take(64 * 1024).read_to_end(&mut head))
+        .map_err(|e| io_reason("read", path, &e))?;
+    let first = head.split(|b| *b == b'\n').next().unwrap_or(&head);
+    Ok(serde_json::from_slice::<Line>(first).ok().map(|l| l.seq))
 }
 
 fn open_append(path: &Path, create: bool) -> Result<(File, std::fs::Metadata), String> {
