@@ -389,3 +389,69 @@ async fn a_call_whose_client_hangs_up_is_recorded_as_cancelled() {
     drop(token);
     drop(dir);
 }
+
+#[tokio::test]
+async fn tail_follows_the_trail_across_rotations() {
+    let dir = TestDir::new("audit-tail").unwrap();
+    let pki = TestPki::generate(&dir.subdir("pki").unwrap()).unwrap();
+    let token = TestToken::create(&dir.subdir("token").unwrap()).unwrap();
+    let folder = dir.subdir("audit").unwrap();
+    let audit = folder.join("audit.jsonl");
+    let section = format!(
+        "[audit]\npath = {:?}\nrotate_bytes = 4096\ncheckpoint_every_lines = 3\n",
+        audit.display().to_string()
+    );
+    let (mut signerd, _socket) =
+        start_signerd(&dir.subdir("signerd").unwrap(), &token, &pki, &section).unwrap();
+    let mut command = std::process::Command::new(signerd_tests::signerd::signerd_bin());
+    command.args(["audit", "tail", "-f", "--json", "-n", "0", path(&audit)]);
+    let tail = signerd_tests::ChildGuard::spawn("tail", command, dir.path()).unwrap();
+
+    let mut c = signerd.clients().await;
+    for n in 0..30 {
+        // Each NOT_FOUND answer is a line with a long key ID and error.
+        let err = c
+            .signer
+            .sign(SignatureRequest {
+                key_id: Some(KeyIdMsg {
+                    id: format!("{n:064x}"),
+                }),
+                content: b"x".to_vec(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound);
+    }
+    assert!(signerd.stop().unwrap().success());
+
+    // Every line of every file, in chain order.
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files.rotate_left(1);
+    assert!(files.len() >= 3, "rotated at least twice: {files:?}");
+    let all: Vec<String> = files.iter().flat_map(|f| lines(f)).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let shown: Vec<String> = std::fs::read_to_string(tail.stdout_log())
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        if shown.len() >= all.len() {
+            assert_eq!(shown, all, "tail -f printed the whole chain, in order");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tail -f printed {} of {} lines\n{}",
+            shown.len(),
+            all.len(),
+            tail.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(tail);
+}

@@ -218,6 +218,41 @@ fn open(path: &Path) -> std::io::Result<(File, u64)> {
     Ok((file, ino))
 }
 
+/// The first line of `path`, once it is complete.
+fn first_line(path: &Path) -> std::io::Result<Option<Line>> {
+    let mut head = Vec::new();
+    File::open(path)?.take(64 * 1024).read_to_end(&mut head)?;
+    Ok(head
+        .iter()
+        .position(|b| *b == b'\n')
+        .and_then(|end| serde_json::from_slice(&head[..end]).ok()))
+}
+
+/// The rotated files between the file with inode `old` and the live file `live`, oldest first,
+/// found by following each file's `previous_file`; `None` while the live file has no first line.
+fn rotated_since(live: &Path, old: u64) -> std::io::Result<Option<Vec<PathBuf>>> {
+    let Some(mut line) = first_line(live)? else {
+        return Ok(None);
+    };
+    let folder = live.parent().unwrap_or(Path::new("."));
+    let mut missed = Vec::new();
+    while let Some(name) = line.previous_file.take() {
+        let previous = folder.join(name);
+        match std::fs::metadata(&previous) {
+            Ok(m) if m.ino() != old => {}
+            // Back at the file being read, or the chain leaves this folder: done.
+            _ => break,
+        }
+        missed.push(previous.clone());
+        match first_line(&previous)? {
+            Some(l) => line = l,
+            None => break,
+        }
+    }
+    missed.reverse();
+    Ok(Some(missed))
+}
+
 fn tail(args: &TailArgs) -> std::io::Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -258,12 +293,20 @@ fn tail(args: &TailArgs) -> std::io::Result<()> {
         // Rotated: the old file is read to its end above; go on with the new one.
         match std::fs::metadata(&args.file) {
             Ok(m) if m.ino() != ino => {
+                // The new file names the one before it only once its first line is there.
+                let Some(missed) = rotated_since(&args.file, ino)? else {
+                    continue;
+                };
                 // Lines the writer added to the old file just before renaming it.
                 let mut last = Vec::new();
                 file.seek(SeekFrom::Start(offset))?;
                 file.read_to_end(&mut last)?;
                 partial.extend_from_slice(&last);
                 print_lines(&partial, args.json, &mut out)?;
+                // Files that came and went between two looks (fast rotation), oldest first.
+                for rotated in missed {
+                    print_lines(&std::fs::read(rotated)?, args.json, &mut out)?;
+                }
                 (file, ino) = open(&args.file)?;
                 offset = 0;
                 partial.clear();
