@@ -34,6 +34,9 @@ pub enum Command {
     /// The admin commands, over signerd's admin API.
     #[command(flatten)]
     Admin(crate::admin_cli::AdminCommand),
+    /// Check (verify) or follow (tail) the audit trail.
+    #[command(subcommand)]
+    Audit(crate::audit::cli::AuditCommand),
     /// Install the PKCS#11 shim as libykcs11.so for the notary CLI (or remove it).
     #[command(subcommand)]
     Shim(crate::shim_install::ShimCommand),

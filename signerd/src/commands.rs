@@ -22,6 +22,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::CheckConfig(args) => check_config(&args),
         Command::Admin(command) => crate::admin_cli::run(command),
         Command::Shim(command) => crate::shim_install::run(command),
+        Command::Audit(command) => crate::audit::cli::run(command),
     }
 }
 
@@ -52,6 +53,8 @@ fn serve(args: &ServeArgs) -> Result<(), StartupError> {
         .build()
         .map_err(StartupError::Runtime)?;
     let keys = KeyStore::new(token);
+    let audit = crate::audit::open_trail(settings.audit.as_ref(), &keys)
+        .map_err(|e| StartupError::Config(vec![crate::config::ConfigError(e)]))?;
     let result = runtime.block_on(async {
         let listener = crate::server::bind(settings.listen)
             .await
@@ -67,12 +70,16 @@ fn serve(args: &ServeArgs) -> Result<(), StartupError> {
             &material,
             keys.clone(),
             Some(admin),
+            audit.clone().map(|a| a as Arc<dyn crate::audit::AuditSink>),
             settings.shutdown_grace,
             crate::server::shutdown_signal(),
         )
         .await
         .map_err(StartupError::Server)
     });
+    if let Some(trail) = &audit {
+        runtime.block_on(trail.close());
+    }
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     crate::server::close_token(keys);
     result

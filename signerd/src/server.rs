@@ -34,21 +34,24 @@ pub async fn serve(
     tls: &TlsMaterial,
     keys: KeyStore,
     admin: Option<AdminServing>,
+    audit: Option<Arc<dyn crate::audit::AuditSink>>,
     grace: Duration,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
+    let trail = crate::audit::wire::TrailLayer::new(audit.clone());
     let in_flight = InFlight::default();
     let signer = NotarySigner::new(keys.clone(), in_flight.clone());
     let admin_on_tls = admin
         .as_ref()
         .and_then(|a| a.tls_service(&keys, &in_flight));
-    let mut admin_socket = admin.and_then(|a| a.spawn_socket(&keys, &in_flight));
+    let mut admin_socket = admin.and_then(|a| a.spawn_socket(&keys, &in_flight, trail.clone()));
     let router = Server::builder()
+        .layer(trail)
         .tls_config(tls.server_config())
         .map_err(|e| format!("TLS configuration refused: {e}"))?
         .add_service(KeyManagementServer::new(signer.clone()))
         .add_service(SignerServer::new(signer))
-        .add_service(HealthServer::new(TokenHealth::new(keys)))
+        .add_service(HealthServer::new(TokenHealth::new(keys).with_audit(audit)))
         .add_optional_service(admin_on_tls);
 
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();

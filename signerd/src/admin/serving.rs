@@ -57,13 +57,19 @@ impl AdminServing {
     }
 
     /// Starts serving on the socket (if bound); stop it with [`SocketServer::drain`].
-    pub fn spawn_socket(self, keys: &KeyStore, in_flight: &InFlight) -> Option<SocketServer> {
+    pub fn spawn_socket(
+        self,
+        keys: &KeyStore,
+        in_flight: &InFlight,
+        audit: crate::audit::wire::TrailLayer,
+    ) -> Option<SocketServer> {
         let service = self.stack(keys, in_flight);
         let (listener, file) = self.socket?;
         tracing::info!(socket = %file.path().display(), policy = %self.policy.describe(), "admin API on the Unix socket");
         let (drain, drained) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(
             Server::builder()
+                .layer(audit)
                 .add_service(service)
                 .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
                     let _ = drained.await;

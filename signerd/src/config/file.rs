@@ -30,6 +30,8 @@ pub struct FileConfig {
     pub log: LogSection,
     /// `[admin]`: signerd's own admin API (Unix socket and admin client certificates).
     pub admin: AdminSection,
+    /// `[audit]`: the tamper-evident audit trail.
+    pub audit: crate::audit::config::AuditSection,
 }
 
 /// The sections whose fields the environment can set, in the order they are read.
@@ -38,6 +40,7 @@ pub const SECTIONS: &[EnvSection] = &[
     TokenSection::ENV,
     LogSection::ENV,
     AdminSection::ENV,
+    crate::audit::config::AuditSection::ENV,
 ];
 
 /// `[server]` section.
@@ -219,6 +222,12 @@ impl FileConfig {
         set(&mut a.admin_clients, t.admin_clients);
         set(&mut a.user_pin_file, t.user_pin_file);
         set(&mut a.so_pin_file, t.so_pin_file);
+        let (u, t) = (&mut self.audit, top.audit);
+        set(&mut u.path, t.path);
+        set(&mut u.fsync, t.fsync);
+        set(&mut u.checkpoint_every_lines, t.checkpoint_every_lines);
+        set(&mut u.checkpoint_every_secs, t.checkpoint_every_secs);
+        set(&mut u.rotate_bytes, t.rotate_bytes);
     }
 }
 
@@ -260,6 +269,13 @@ mod tests {
                 admin_clients: Some(vec!["a".into()]),
                 user_pin_file: Some("a".into()),
                 so_pin_file: Some("a".into()),
+            },
+            audit: crate::audit::config::AuditSection {
+                path: Some("a".into()),
+                fsync: Some("a".into()),
+                checkpoint_every_lines: Some(1),
+                checkpoint_every_secs: Some(1),
+                rotate_bytes: Some(1),
             },
         }
     }

@@ -100,6 +100,8 @@ pub struct Settings {
     pub log_level: String,
     /// The admin API.
     pub admin: AdminSettings,
+    /// The audit file, when configured.
+    pub audit: Option<crate::audit::config::AuditSettings>,
 }
 
 impl Settings {
@@ -263,6 +265,11 @@ impl FileConfig {
             so_pin: a.so_pin_file.clone().map(PinSource::File),
         };
 
+        let audit = self.audit.resolve().unwrap_or_else(|errs| {
+            errors.extend(errs.into_iter().map(ConfigError));
+            None
+        });
+
         if errors.is_empty() {
             Ok(Settings {
                 listen,
@@ -278,6 +285,7 @@ impl FileConfig {
                 log_format,
                 log_level,
                 admin,
+                audit,
             })
         } else {
             Err(errors)

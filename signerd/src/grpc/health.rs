@@ -24,15 +24,33 @@ pub const SERVICES: &[&str] = &[
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Health over the token probe.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct TokenHealth {
     keys: KeyStore,
+    audit: Option<std::sync::Arc<dyn crate::audit::AuditSink>>,
+}
+
+impl std::fmt::Debug for TokenHealth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenHealth")
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
+    }
 }
 
 impl TokenHealth {
     /// Health of the token behind `keys`.
     pub fn new(keys: KeyStore) -> TokenHealth {
-        TokenHealth { keys }
+        TokenHealth { keys, audit: None }
+    }
+
+    /// Also NOT_SERVING while `audit` cannot take records (key operations fail closed then).
+    pub fn with_audit(
+        mut self,
+        audit: Option<std::sync::Arc<dyn crate::audit::AuditSink>>,
+    ) -> TokenHealth {
+        self.audit = audit;
+        self
     }
 }
 
@@ -47,6 +65,16 @@ impl Health for TokenHealth {
             return Err(Status::not_found(format!(
                 "unknown service {service:?}; ask for one of {SERVICES:?}"
             )));
+        }
+        if let Some(Err(reason)) = self.audit.as_ref().map(|a| a.health()) {
+            tracing::warn!(
+                service,
+                reason,
+                "health: NOT_SERVING: key operations are refused"
+            );
+            return Ok(Response::new(HealthCheckResponse {
+                status: ServingStatus::NotServing as i32,
+            }));
         }
         let status = match tokio::time::timeout(PROBE_TIMEOUT, self.keys.probe()).await {
             Ok(Ok(())) => ServingStatus::Serving,
