@@ -28,9 +28,69 @@ enum Command {
     CheckConfig(ServeArgs),
     #[command(flatten)]
     Admin(crate::admin_cli::AdminCommand),
+    /// Move keys from another signer into the token.
+    #[command(subcommand)]
+    Migrate(MigrateCommand),
     /// Install the PKCS#11 shim as libykcs11.so for the notary CLI (or remove it).
     #[command(subcommand)]
     Shim(crate::shim_install::ShimCommand),
+}
+
+/// Where keys come from.
+#[derive(Debug, Subcommand)]
+enum MigrateCommand {
+    /// Import the keys of a Go notary-signer's database (PostgreSQL) into the token, verified,
+    /// without deleting them there. Passphrases from NOTARY_SIGNER_<ALIAS>, as notary-signer reads them.
+    NotarySigner(MigrateArgs),
+}
+
+/// `signerd migrate notary-signer`: the database, and the token the keys go into.
+#[derive(Debug, Args)]
+struct MigrateArgs {
+    /// notary-signer's storage.db_url, e.g. postgres://signer@127.0.0.1:5432/notarysigner?sslmode=disable
+    #[arg(long, value_name = "URL", env = "NOTARY_SIGNER_STORAGE_DB_URL")]
+    db_url: String,
+    /// List what would move; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// signerd's config file: the keys go into its [token].
+    #[arg(long, short = 'c', value_name = "FILE", conflicts_with = "token")]
+    config: Option<PathBuf>,
+    /// PKCS#11 URI of the token instead of a config file.
+    #[arg(long, value_name = "URI")]
+    token: Option<String>,
+    /// File holding the token's user PIN (overrides the URI's pin-source).
+    #[arg(long, value_name = "FILE")]
+    pin_file: Option<PathBuf>,
+    /// With neither --config nor --token: the embedded development token in this folder.
+    #[arg(long, value_name = "DIR", default_value = ".signerd")]
+    dev_dir: PathBuf,
+}
+
+impl MigrateArgs {
+    /// The token the keys go into: from --token, else from signerd's config (or the dev default).
+    fn token_config(&self) -> Result<TokenConfig, Vec<String>> {
+        let pin = self.pin_file.clone().map(signerd_token::PinSource::File);
+        if let Some(uri) = &self.token {
+            let mut config =
+                TokenConfig::new(uri.parse().map_err(|e| vec![format!("--token: {e}")])?);
+            config.pin = pin;
+            return Ok(config);
+        }
+        let serve = ServeArgs {
+            config: self.config.clone(),
+            listen: None,
+            tls_cert: None,
+            tls_key: None,
+            client_ca: None,
+            token: None,
+            pin_file: self.pin_file.clone(),
+            log_format: None,
+            admin_socket: None,
+            dev_dir: self.dev_dir.clone(),
+        };
+        Ok(resolve(&serve)?.token)
+    }
 }
 
 /// Where the configuration comes from; flags override the file and the environment.
@@ -78,6 +138,7 @@ pub fn run() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::CheckConfig(args) => check_config(args),
         Command::Admin(command) => crate::admin_cli::run(command),
+        Command::Migrate(MigrateCommand::NotarySigner(args)) => migrate_notary_signer(args),
         Command::Shim(command) => crate::shim_install::run(command),
     }
 }
@@ -233,6 +294,43 @@ fn serve(args: ServeArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
+            eprintln!("signerd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn migrate_notary_signer(args: MigrateArgs) -> ExitCode {
+    let token = match args.token_config() {
+        Ok(t) => t,
+        Err(errors) => return report_config_errors(&errors),
+    };
+    crate::logging::init(crate::config::LogFormat::Human, "warn");
+    let token = match Token::open(token) {
+        Ok(t) => t,
+        Err(e) => return report_config_errors(&[e.to_string()]),
+    };
+    let passphrase = |alias: &str| {
+        std::env::var(crate::migrate::decrypt::passphrase_env(alias))
+            .ok()
+            .filter(|p| !p.is_empty())
+            .map(secrecy::SecretString::from)
+    };
+    let result =
+        crate::migrate::migrate_notary_signer(&args.db_url, &token, args.dry_run, &passphrase);
+    token.close();
+    match result {
+        Ok(reports) => {
+            match crate::migrate::print_report(&reports, args.dry_run, &mut std::io::stdout()) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("signerd: cannot write the report: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Err(e) => {
             eprintln!("signerd: {e}");
             ExitCode::FAILURE
         }

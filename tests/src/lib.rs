@@ -11,6 +11,7 @@ pub mod admin;
 pub mod https;
 pub mod notary;
 pub mod pki;
+pub mod postgres;
 pub mod process;
 pub mod scenario;
 pub mod shim;
