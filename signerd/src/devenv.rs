@@ -12,12 +12,52 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
-use signerd_token::softhsm::SoftHsmDir;
+use signerd_token::softhsm::{SoftHsmDir, SoftHsmError};
 
 use crate::config::TlsFiles;
 
+/// Why the development environment could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum DevEnvError {
+    /// A folder could not be made.
+    #[error("cannot create {path}: {source}; pick a folder you can write with --dev-dir")]
+    CreateDir {
+        /// The folder.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A file could not be written.
+    #[error("cannot write {path}: {source}; pick a folder you can write with --dev-dir")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// No random bytes for the PINs or serial numbers.
+    #[error("cannot read /dev/urandom: {0}")]
+    Random(#[source] std::io::Error),
+    /// The throwaway certificates could not be made.
+    #[error("cannot make development certificates: {0}")]
+    Certificates(#[from] rcgen::Error),
+    /// The SoftHSM folder or token could not be made.
+    #[error(transparent)]
+    SoftHsm(#[from] SoftHsmError),
+}
+
 /// Label of the development token.
 pub const DEV_TOKEN_LABEL: &str = "signerd-dev";
+
+/// The folder `signerd serve` keeps the development environment in (`--dev-dir`).
+pub const DEFAULT_DEV_DIR: &str = ".signerd";
+
+/// The admin socket's file name in the development folder; with [`DEFAULT_DEV_DIR`] it is
+/// `signerd_vocab::DEFAULT_ADMIN_SOCKET`, where the admin CLI and the shim look by default.
+pub const ADMIN_SOCKET_FILE: &str = "admin.sock";
+
+/// The dev token's SO PIN file in the development folder.
+const SO_PIN_FILE: &str = "so-pin";
 
 /// A throwaway PKI for mutual TLS: a CA, a server certificate and a client certificate.
 #[derive(Clone, Debug)]
@@ -36,7 +76,7 @@ pub struct DevPki {
 
 impl DevPki {
     /// Makes the PKI in `dir` unless it is already there.
-    pub fn ensure(dir: &Path) -> Result<DevPki, String> {
+    pub fn ensure(dir: &Path) -> Result<DevPki, DevEnvError> {
         let pki = DevPki {
             ca: dir.join("ca.pem"),
             server_cert: dir.join("server.pem"),
@@ -56,30 +96,31 @@ impl DevPki {
         {
             return Ok(pki);
         }
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let err = |e: rcgen::Error| format!("cannot make development certificates: {e}");
+        std::fs::create_dir_all(dir).map_err(|source| DevEnvError::CreateDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
 
-        let ca_key = KeyPair::generate().map_err(err)?;
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+        let ca_key = KeyPair::generate()?;
+        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
         ca_params
             .distinguished_name
             .push(DnType::CommonName, "signerd development CA");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let ca_cert = ca_params.self_signed(&ca_key).map_err(err)?;
+        let ca_cert = ca_params.self_signed(&ca_key)?;
         let issuer = Issuer::new(ca_params, ca_key);
 
         let leaf = |names: Vec<String>,
                     cn: &str,
                     eku: ExtendedKeyUsagePurpose|
-         -> Result<(String, String), String> {
-            let key = KeyPair::generate().map_err(err)?;
-            let mut params = CertificateParams::new(names).map_err(err)?;
+         -> Result<(String, String), DevEnvError> {
+            let key = KeyPair::generate()?;
+            let mut params = CertificateParams::new(names)?;
             params.distinguished_name.push(DnType::CommonName, cn);
             params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
             params.extended_key_usages = vec![eku];
-            let cert = params.signed_by(&key, &issuer).map_err(err)?;
+            let cert = params.signed_by(&key, &issuer)?;
             Ok((cert.pem(), key.serialize_pem()))
         };
         let names = vec![
@@ -126,17 +167,26 @@ pub struct DevEnv {
 }
 
 impl DevEnv {
+    /// Where the admin API is served on the development environment.
+    pub fn admin_socket(&self) -> PathBuf {
+        self.root.join(ADMIN_SOCKET_FILE)
+    }
+
+    /// The file holding the dev token's SO PIN (what an SO `Login` on the admin API checks).
+    pub fn so_pin_file(&self) -> PathBuf {
+        self.root.join(SO_PIN_FILE)
+    }
+
     /// Makes (or reuses) the development environment in `root`.
-    pub fn ensure(root: &Path) -> Result<DevEnv, String> {
-        let hsm = SoftHsmDir::create(&root.join("softhsm")).map_err(|e| e.to_string())?;
+    pub fn ensure(root: &Path) -> Result<DevEnv, DevEnvError> {
+        let hsm = SoftHsmDir::create(&root.join("softhsm"))?;
         let pin_file = root.join("pin");
         if !hsm.has_token(DEV_TOKEN_LABEL) {
             let pin = random_hex(8)?;
             let so_pin = random_hex(8)?;
-            hsm.init_token(DEV_TOKEN_LABEL, &pin, &so_pin)
-                .map_err(|e| e.to_string())?;
+            hsm.init_token(DEV_TOKEN_LABEL, &pin, &so_pin)?;
             write_file(&pin_file, &pin, 0o600)?;
-            write_file(&root.join("so-pin"), &so_pin, 0o600)?;
+            write_file(&root.join(SO_PIN_FILE), &so_pin, 0o600)?;
         }
         let pki = DevPki::ensure(&root.join("tls"))?;
         let absolute = std::fs::canonicalize(&pin_file).unwrap_or(pin_file);
@@ -149,29 +199,41 @@ impl DevEnv {
     }
 }
 
-fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), String> {
-    let mut file = std::fs::OpenOptions::new()
+/// Writes `contents` to `path`, created with `mode` (private keys and PINs: 0600).
+fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), DevEnvError> {
+    std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(mode)
         .open(path)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    file.write_all(contents.as_bytes())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        .and_then(|mut file| file.write_all(contents.as_bytes()))
+        .map_err(|source| DevEnvError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
-fn random_hex(bytes: usize) -> Result<String, String> {
+/// `bytes` random bytes as hex (the dev token's PINs).
+fn random_hex(bytes: usize) -> Result<String, DevEnvError> {
     let mut buf = vec![0u8; bytes];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut buf))
-        .map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
+        .map_err(DevEnvError::Random)?;
     Ok(hex::encode(buf))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_dev_admin_socket_is_where_clients_look_by_default() {
+        assert_eq!(
+            Path::new(DEFAULT_DEV_DIR).join(ADMIN_SOCKET_FILE),
+            Path::new(signerd_vocab::DEFAULT_ADMIN_SOCKET)
+        );
+    }
 
     #[test]
     fn dev_pki_is_made_once_and_private_keys_are_private() {
@@ -190,5 +252,19 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn an_unwritable_folder_says_to_pick_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, b"").unwrap();
+        let err = DevPki::ensure(&file.join("tls")).unwrap_err();
+        assert!(matches!(err, DevEnvError::CreateDir { .. }), "{err:?}");
+        assert!(
+            err.to_string()
+                .ends_with("pick a folder you can write with --dev-dir"),
+            "{err}"
+        );
     }
 }

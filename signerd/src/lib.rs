@@ -1,6 +1,8 @@
 //! signerd: a drop-in for Notary's `notary-signer` whose keys live in a PKCS#11 token.
 //!
-//! Layout: [`config`] (file, env, flags), [`devenv`] (the embedded dev default), [`tls`]
+//! Layout: [`cli`] (the command line, parsed), [`commands`] (what each command does),
+//! [`bootstrap`] (configured or the embedded dev default, decided once), [`startup`] (startup
+//! errors and exit codes), [`config`] (file, env, flags), [`devenv`] (the dev environment), [`tls`]
 //! (mutual TLS), [`keys`] (the token for async code), [`grpc`] (the Notary signer protocol and
 //! health, errors mapped to status codes in [`grpc::status`]), [`admin`] (signerd's own admin
 //! API: identity, policy, service), [`server`] (serving, shutdown).
@@ -11,7 +13,9 @@
 pub mod admin;
 pub mod admin_cli;
 pub mod audit;
+pub mod bootstrap;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod devenv;
 pub mod grpc;
@@ -20,4 +24,5 @@ pub mod logging;
 pub mod migrate;
 pub mod server;
 pub mod shim_install;
+pub mod startup;
 pub mod tls;

@@ -2,5 +2,5 @@
 #![forbid(unsafe_code)]
 
 fn main() -> std::process::ExitCode {
-    signerd::cli::run()
+    signerd::commands::run(signerd::cli::parse())
 }

@@ -164,10 +164,10 @@ pub fn install(module: &Path, prefix: Option<&Path>, force: bool) -> Result<Vec<
                 "warning: {earlier} exists and the notary CLI loads it first; remove it to use signerd"
             ));
         }
-        said.push(
-            "the notary CLI now keeps root keys in signerd's token (set SIGNERD_SOCKET for its admin socket; default .signerd/admin.sock)"
-                .into(),
-        );
+        said.push(format!(
+            "the notary CLI now keeps root keys in signerd's token (set SIGNERD_SOCKET for its admin socket; default {})",
+            signerd_vocab::DEFAULT_ADMIN_SOCKET
+        ));
     } else {
         said.push(format!(
             "the notary CLI looks only in {}: link {} there yourself if {} is not one of them",

@@ -28,8 +28,8 @@ pub enum KeyVerb {
         /// The TUF role (root, targets, snapshot, timestamp, targets/...).
         #[arg(long, default_value = "root")]
         role: String,
-        /// RSA modulus size [default: signerd's token.rsa_bits].
-        #[arg(long)]
+        /// RSA modulus size: 2048, 3072 or 4096 [default: signerd's token.rsa_bits].
+        #[arg(long, value_parser = rsa_bits)]
         rsa_bits: Option<u32>,
         /// Print JSON.
         #[arg(long)]
@@ -63,6 +63,14 @@ pub enum KeyVerb {
         #[arg(long)]
         yes: bool,
     },
+}
+
+/// `--rsa-bits`: a size signerd makes keys of (the token refuses others the same way).
+fn rsa_bits(text: &str) -> Result<u32, String> {
+    text.parse::<u32>()
+        .ok()
+        .filter(|bits| signerd_vocab::defaults::rsa_bits_allowed(*bits))
+        .ok_or_else(|| format!("use {}", signerd_vocab::defaults::rsa_bits_choices()))
 }
 
 /// `signerd sign`.
@@ -385,4 +393,16 @@ pub fn run_sign(connect: &ConnectArgs, args: SignArgs) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rsa_sizes_are_the_ones_the_token_makes() {
+        assert_eq!(rsa_bits("3072"), Ok(3072));
+        assert_eq!(rsa_bits("8192"), Err("use 2048, 3072 or 4096".to_string()));
+        assert!(rsa_bits("big").is_err());
+    }
 }

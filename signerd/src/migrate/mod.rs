@@ -10,6 +10,7 @@
 //! and verifying it against the database's public key (a key that fails is removed again). The
 //! database is only read. One bad row never stops the others.
 
+pub mod command;
 pub mod decrypt;
 pub mod source;
 

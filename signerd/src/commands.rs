@@ -1,0 +1,172 @@
+//! What each command does: `serve` and `check-config` run on a [`Bootstrap`]; the admin and
+//! shim commands go to their modules.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use signerd_token::Token;
+
+use crate::bootstrap::Bootstrap;
+use crate::cli::{Cli, Command, ServeArgs};
+use crate::config::{LogFormat, Settings};
+use crate::keys::KeyStore;
+use crate::startup::{Failure, StartupError};
+
+/// Runs the command line.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Serve(args) => match serve(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => e.report(),
+        },
+        Command::CheckConfig(args) => check_config(&args),
+        Command::Admin(command) => crate::admin_cli::run(command),
+        Command::Shim(command) => crate::shim_install::run(command),
+        Command::Migrate(crate::cli::MigrateCommand::NotarySigner(args)) => {
+            crate::migrate::command::notary_signer(&args)
+        }
+    }
+}
+
+/// Settings from the file, the environment and the flags, and what they leave to the dev
+/// environment.
+fn bootstrap(args: &ServeArgs) -> Result<Bootstrap, StartupError> {
+    let settings = Settings::load(args.config_file(), |k| std::env::var(k).ok(), args.flags())?;
+    Bootstrap::resolve(settings, args.dev_dir())
+}
+
+/// `signerd serve`: serves until SIGTERM or SIGINT.
+fn serve(args: &ServeArgs) -> Result<(), StartupError> {
+    let bootstrap = bootstrap(args)?;
+    // Still one thread: nothing has started one yet.
+    bootstrap.prepare_process();
+    let settings = bootstrap.settings();
+    crate::logging::init(settings.log_format, &settings.log_level);
+    let material = crate::tls::load(bootstrap.tls()).map_err(StartupError::Tls)?;
+    let admin = bootstrap.admin_plan();
+    let token = Arc::new(Token::open(bootstrap.token().clone()).map_err(StartupError::Token)?);
+    match token.connect() {
+        Ok(d) => tracing::info!(token = %d.label, slot = d.slot, serial = %d.serial, "token ready"),
+        // Keep running: health says NOT_SERVING and requests say why until the token is back.
+        Err(e) => tracing::error!(error = %e, "token not usable yet; serving errors until it is"),
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(StartupError::Runtime)?;
+    let keys = KeyStore::new(token);
+    let result = runtime.block_on(async {
+        let listener = crate::server::bind(settings.listen)
+            .await
+            .map_err(StartupError::Listen)?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| StartupError::Listen(e.to_string()))?;
+        let admin = admin.bind()?;
+        bootstrap.print_banner(local);
+        tracing::info!(listen = %local, "signerd serving the Notary signer API over mutual TLS");
+        crate::server::serve(
+            listener,
+            &material,
+            keys.clone(),
+            Some(admin),
+            settings.shutdown_grace,
+            crate::server::shutdown_signal(),
+        )
+        .await
+        .map_err(StartupError::Server)
+    });
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    crate::server::close_token(keys);
+    result
+}
+
+/// `signerd check-config`: one line per part, `ok` or `FAIL` and why.
+fn check_config(args: &ServeArgs) -> ExitCode {
+    let mut failed = false;
+    let mut report = |ok: bool, what: &str| {
+        failed |= !ok;
+        println!("{} {what}", if ok { "ok  " } else { "FAIL" });
+    };
+    let bootstrap = match bootstrap(args) {
+        Ok(b) => b,
+        Err(e) => {
+            let problems = e.problems();
+            for p in &problems {
+                report(false, p);
+            }
+            println!("configuration has {} problem(s)", problems.len());
+            return e.failure().into();
+        }
+    };
+    // Still one thread: nothing has started one yet.
+    bootstrap.prepare_process();
+    let settings = bootstrap.settings();
+    let source = match args.config_file() {
+        Some(p) => format!("config file {}", p.display()),
+        None => "flags and environment (no config file)".to_string(),
+    };
+    report(
+        true,
+        &format!("{source} parsed; listen {}", settings.listen),
+    );
+    if let Some(dev) = bootstrap.dev_env() {
+        report(
+            true,
+            &format!("embedded development environment in {}", dev.root.display()),
+        );
+    }
+    let tls = bootstrap.tls();
+    match crate::tls::load(tls) {
+        Ok(_) => report(
+            true,
+            &format!(
+                "TLS: {} with key {}; clients must chain to {}",
+                tls.cert.display(),
+                tls.key.display(),
+                tls.client_ca.display()
+            ),
+        ),
+        Err(e) => report(false, &format!("TLS: {e}")),
+    }
+    match Token::open(bootstrap.token().clone()) {
+        Ok(token) => {
+            match token.connect() {
+                Ok(d) => report(
+                    true,
+                    &format!(
+                        "token '{}' (serial {}, slot {}) via {}: logged in",
+                        d.label,
+                        d.serial,
+                        d.slot,
+                        token.module_path()
+                    ),
+                ),
+                Err(e) => report(false, &format!("token: {e}")),
+            }
+            token.close();
+        }
+        Err(e) => report(false, &format!("token: {e}")),
+    }
+    let plan = bootstrap.admin_plan();
+    report(
+        true,
+        &format!(
+            "admin API: {}; {}",
+            match plan.socket() {
+                Some(p) => format!("socket {}", p.display()),
+                None => "no socket (set admin.socket)".into(),
+            },
+            plan.describe_policy()
+        ),
+    );
+    if settings.log_format == LogFormat::Json {
+        report(true, "logs: JSON");
+    }
+    if failed {
+        Failure::Config.into()
+    } else {
+        println!("configuration is good");
+        ExitCode::SUCCESS
+    }
+}
