@@ -40,6 +40,44 @@ pub enum Command {
     /// Install the PKCS#11 shim as libykcs11.so for the notary CLI (or remove it).
     #[command(subcommand)]
     Shim(crate::shim_install::ShimCommand),
+    /// Move keys from another signer into the token.
+    #[command(subcommand)]
+    Migrate(MigrateCommand),
+}
+
+/// Where `signerd migrate` takes keys from.
+#[derive(Debug, Subcommand)]
+pub enum MigrateCommand {
+    /// Import the keys of a Go notary-signer's database (PostgreSQL) into the token, each
+    /// verified by a signature, without deleting them there. Passphrases are read from
+    /// NOTARY_SIGNER_<ALIAS>, as notary-signer reads them.
+    ///
+    /// Exit codes: 0 = every key is in the token, 1 = some key was not moved (each line says
+    /// why; the database still has it), 2 = the configuration is wrong.
+    NotarySigner(MigrateArgs),
+}
+
+/// `signerd migrate notary-signer`: the database, and the token the keys go into.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// notary-signer's storage.db_url, e.g. postgres://signer@127.0.0.1:5432/notarysigner?sslmode=disable
+    #[arg(long, value_name = "URL", env = "NOTARY_SIGNER_STORAGE_DB_URL")]
+    pub db_url: String,
+    /// List what would move; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// signerd's config file: the keys go into its [token].
+    #[arg(long, short = 'c', value_name = "FILE", conflicts_with = "token")]
+    pub config: Option<PathBuf>,
+    /// PKCS#11 URI of the token, instead of a config file.
+    #[arg(long, value_name = "URI")]
+    pub token: Option<String>,
+    /// File holding the token's user PIN (overrides the URI's pin-source).
+    #[arg(long, value_name = "FILE")]
+    pub pin_file: Option<PathBuf>,
+    /// With neither --config nor --token: the embedded development token in this folder.
+    #[arg(long, value_name = "DIR", default_value = crate::devenv::DEFAULT_DEV_DIR)]
+    pub dev_dir: PathBuf,
 }
 
 /// Where the configuration comes from; flags override the file and the environment.

@@ -23,6 +23,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Admin(command) => crate::admin_cli::run(command),
         Command::Shim(command) => crate::shim_install::run(command),
         Command::Audit(command) => crate::audit::cli::run(command),
+        Command::Migrate(crate::cli::MigrateCommand::NotarySigner(args)) => {
+            crate::migrate::command::notary_signer(&args)
+        }
     }
 }
 

@@ -21,6 +21,7 @@ pub mod devenv;
 pub mod grpc;
 pub mod keys;
 pub mod logging;
+pub mod migrate;
 pub mod server;
 pub mod shim_install;
 pub mod startup;

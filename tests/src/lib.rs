@@ -14,6 +14,7 @@ pub mod https;
 pub mod notary;
 pub mod p11kit;
 pub mod pki;
+pub mod postgres;
 pub mod process;
 pub mod scenario;
 pub mod shim;

@@ -112,47 +112,71 @@ impl Signerd {
         pki: &TestPki,
         extra: &[&str],
     ) -> io::Result<Signerd> {
-        let path = |p: &Path| p.display().to_string();
         let mut attempt = 0;
         loop {
             attempt += 1;
             // Another test may take the free port before signerd binds it: try a new one.
-            let port = free_port()?;
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            let mut command = vec![
-                "serve".to_string(),
-                "--listen".into(),
-                addr.to_string(),
-                "--tls-cert".into(),
-                path(&pki.server.cert),
-                "--tls-key".into(),
-                path(&pki.server.key),
-                "--client-ca".into(),
-                path(pki.ca.cert_path()),
-                "--token".into(),
-                token.uri.clone(),
-                "--dev-dir".into(),
-                path(&dir.join(format!("{name}-unused-dev-dir"))),
-            ];
-            command.extend(extra.iter().map(|s| s.to_string()));
-            let mut signerd = Signerd {
-                process: None,
-                name: name.to_owned(),
-                log_dir: dir.to_owned(),
-                command,
-                softhsm_conf: token.softhsm.conf(),
-                token_env: token.env.clone(),
-                addr,
-                endpoint: pki.signer_endpoint(port),
-                client: pki.client.clone(),
-                ca: pki.ca.cert_path().to_owned(),
-            };
+            let mut signerd = Self::configure(dir, name, token, pki, free_port()?, extra);
             match signerd.launch() {
                 Ok(()) => return Ok(signerd),
                 Err(e) if attempt < BIND_ATTEMPTS && e.to_string().contains("cannot listen on") => {
                 }
                 Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// Starts signerd on `127.0.0.1:port` (e.g. the port of the signer it replaces, so
+    /// notary-server reconnects to it at the same address).
+    pub fn start_on_port(
+        dir: &Path,
+        name: &str,
+        token: &TestToken,
+        pki: &TestPki,
+        port: u16,
+    ) -> io::Result<Signerd> {
+        let mut signerd = Self::configure(dir, name, token, pki, port, &[]);
+        signerd.launch()?;
+        Ok(signerd)
+    }
+
+    fn configure(
+        dir: &Path,
+        name: &str,
+        token: &TestToken,
+        pki: &TestPki,
+        port: u16,
+        extra: &[&str],
+    ) -> Signerd {
+        let path = |p: &Path| p.display().to_string();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut command = vec![
+            "serve".to_string(),
+            "--listen".into(),
+            addr.to_string(),
+            "--tls-cert".into(),
+            path(&pki.server.cert),
+            "--tls-key".into(),
+            path(&pki.server.key),
+            "--client-ca".into(),
+            path(pki.ca.cert_path()),
+            "--token".into(),
+            token.uri.clone(),
+            "--dev-dir".into(),
+            path(&dir.join(format!("{name}-unused-dev-dir"))),
+        ];
+        command.extend(extra.iter().map(|s| s.to_string()));
+        Signerd {
+            process: None,
+            name: name.to_owned(),
+            log_dir: dir.to_owned(),
+            command,
+            softhsm_conf: token.softhsm.conf(),
+            token_env: token.env.clone(),
+            addr,
+            endpoint: pki.signer_endpoint(port),
+            client: pki.client.clone(),
+            ca: pki.ca.cert_path().to_owned(),
         }
     }
 

@@ -26,6 +26,7 @@ pub struct GoSigner {
     endpoint: SignerEndpoint,
     dir: PathBuf,
     config: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 impl GoSigner {
@@ -33,6 +34,17 @@ impl GoSigner {
     /// certificate, clients required to chain to the PKI's CA, memory store) and starts
     /// notary-signer, waiting until its port accepts connections.
     pub fn start(dir: &Path, pki: &TestPki) -> io::Result<Self> {
+        Self::start_with_storage(dir, pki, json!({ "backend": "memory" }), &[])
+    }
+
+    /// Like [`Self::start`] with another `storage` section (e.g. `postgres` with `db_url` and
+    /// `default_alias`) and extra environment (the `NOTARY_SIGNER_<ALIAS>` passphrases).
+    pub fn start_with_storage(
+        dir: &Path,
+        pki: &TestPki,
+        storage: serde_json::Value,
+        env: &[(String, String)],
+    ) -> io::Result<Self> {
         let config = dir.join("notary-signer.json");
         let mut attempt = 0;
         loop {
@@ -45,16 +57,17 @@ impl GoSigner {
                     "tls_key_file": pki.server.key,
                     "client_ca_file": pki.ca.cert_path(),
                 },
-                "storage": { "backend": "memory" },
+                "storage": storage,
                 "logging": { "level": "info" },
             });
             std::fs::write(&config, serde_json::to_vec_pretty(&document)?)?;
-            let process = spawn(dir, &config)?;
+            let process = spawn(dir, &config, env)?;
             let mut signer = Self {
                 process,
                 endpoint: pki.signer_endpoint(port),
                 dir: dir.to_owned(),
                 config: config.clone(),
+                env: env.to_vec(),
             };
             match signer.wait_listening() {
                 Ok(()) => return Ok(signer),
@@ -89,7 +102,7 @@ impl GoSigner {
     /// config. The memory store starts empty: keys made before are gone.
     pub fn restart(&mut self) -> io::Result<()> {
         self.process.stop()?;
-        self.process = spawn(&self.dir, &self.config)?;
+        self.process = spawn(&self.dir, &self.config, &self.env)?;
         self.wait_listening()
     }
 
@@ -105,10 +118,13 @@ impl GoSigner {
 }
 
 /// Starts notary-signer with `config`, logging into `dir`.
-fn spawn(dir: &Path, config: &Path) -> io::Result<ChildGuard> {
+fn spawn(dir: &Path, config: &Path, env: &[(String, String)]) -> io::Result<ChildGuard> {
     let mut command = Command::new(NOTARY_SIGNER_BIN);
     command.arg("-config").arg(config);
     // notary-signer reads NOTARY_SIGNER_* overrides from the environment: start clean.
-    command.env_clear().env("HOME", dir);
+    command
+        .env_clear()
+        .env("HOME", dir)
+        .envs(env.iter().cloned());
     ChildGuard::spawn("notary-signer", command, dir)
 }
