@@ -64,7 +64,7 @@ fn read_postgres(db_url: &str) -> Result<Vec<SignerKeyRow>, MigrateError> {
     let shown = redact_url(db_url);
     let config: postgres::Config = db_url.parse().map_err(|e| {
         MigrateError::Database(format!(
-            "cannot read the PostgreSQL URL {shown}: {e}; signerd takes sslmode=disable, prefer or require"
+            "cannot read the PostgreSQL URL {shown}: {e}; TLS to the database is not supported yet: use sslmode=disable on the database host or through a tunnel"
         ))
     })?;
     let mut client = config.connect(postgres::NoTls).map_err(|e| {
