@@ -189,6 +189,14 @@ fn serve(args: ServeArgs) -> ExitCode {
         Err(e) => return report_config_errors(&[e]),
     };
     let admin = admin_plan(&settings, &token, dev.as_ref());
+    let policy = match load_policy(&args) {
+        Ok(p) => p,
+        Err(errors) => return report_config_errors(&errors),
+    };
+    let edge = crate::edge::Edge::new(
+        crate::edge::policy::PolicyHandle::new(policy),
+        std::sync::Arc::new(crate::edge::audit::LogSink),
+    );
     let token = match Token::open(token) {
         Ok(t) => Arc::new(t),
         Err(e) => return report_config_errors(&[e.to_string()]),
@@ -222,6 +230,8 @@ fn serve(args: ServeArgs) -> ExitCode {
             &material,
             keys.clone(),
             Some(admin),
+            edge,
+            Some(Box::new(move || load_policy(&args))),
             settings.shutdown_grace,
             crate::server::shutdown_signal(),
         )
@@ -242,7 +252,6 @@ fn serve(args: ServeArgs) -> ExitCode {
 /// The admin API as configured, before its socket is bound.
 struct AdminPlan {
     socket: Option<PathBuf>,
-    policy: crate::admin::policy::AdminPolicy,
     pins: crate::admin::login::LoginPins,
 }
 
@@ -253,11 +262,7 @@ impl AdminPlan {
             Some(path) => Some(crate::admin::socket::bind(path)?),
             None => None,
         };
-        Ok(crate::admin::serving::AdminServing::new(
-            self.policy,
-            self.pins,
-            socket,
-        ))
+        Ok(crate::admin::serving::AdminServing::new(self.pins, socket))
     }
 }
 
@@ -285,12 +290,34 @@ fn admin_plan(settings: &Settings, token: &TokenConfig, dev: Option<&DevEnv>) ->
     };
     AdminPlan {
         socket,
-        policy: crate::admin::policy::AdminPolicy::from_settings(
-            admin,
-            nix::unistd::geteuid().as_raw(),
-        ),
         pins: crate::admin::login::LoginPins::new(user_pin, admin.so_pin.clone().or(dev_so_pin)),
     }
+}
+
+/// The admin API's built-in allow lists, in one line.
+fn admin_summary(admin: &crate::config::AdminSettings) -> String {
+    let uids = admin
+        .allow_uids
+        .clone()
+        .unwrap_or_else(|| vec![nix::unistd::geteuid().as_raw()]);
+    format!(
+        "socket peers with uid {uids:?} or gid {:?}; {} admin client certificate(s) on the mTLS port",
+        admin.allow_gids,
+        admin.admin_clients.len()
+    )
+}
+
+/// The policy the config (file and environment) gives: its `[[policy]]` rules and the built-in
+/// rules of `[admin]`. Read at start and again on SIGHUP.
+fn load_policy(args: &ServeArgs) -> Result<crate::edge::policy::Policy, Vec<String>> {
+    let settings = args.settings()?;
+    let file = args.file_config().map_err(|e| vec![e])?;
+    let rules = crate::edge::policy::config::compile(&file.policy)?;
+    Ok(crate::edge::policy::Policy::new(
+        rules,
+        &settings.admin,
+        nix::unistd::geteuid().as_raw(),
+    ))
 }
 
 fn print_dev_banner(local: std::net::SocketAddr, dev: &DevEnv) {
@@ -411,9 +438,17 @@ fn check_config(args: ServeArgs) -> ExitCode {
                 Some(p) => format!("socket {}", p.display()),
                 None => "no socket (set admin.socket)".into(),
             },
-            plan.policy.describe()
+            admin_summary(&resolved.settings.admin)
         ),
     );
+    match load_policy(&args) {
+        Ok(p) => report(true, &format!("policy: {}", p.describe())),
+        Err(errors) => {
+            for e in errors {
+                report(false, &e);
+            }
+        }
+    }
     if resolved.settings.log_format == LogFormat::Json {
         report(true, "logs: JSON");
     }

@@ -27,6 +27,10 @@ pub struct FileConfig {
     pub log: LogSection,
     /// `[admin]`: signerd's own admin API (Unix socket and admin client certificates).
     pub admin: AdminSection,
+    /// `[[policy]]`: who may do what with which key, on both ports (docs/policy.md). Not an
+    /// env-overridable field: a rule list is only written in the file.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub policy: Vec<crate::edge::policy::config::PolicyRule>,
 }
 
 /// `[server]` section.
@@ -444,6 +448,11 @@ impl FileConfig {
             so_pin: a.so_pin_file.clone().map(PinSource::File),
         };
 
+        errors.extend(
+            crate::edge::policy::config::validate(&self.policy)
+                .into_iter()
+                .map(ConfigError),
+        );
         if errors.is_empty() {
             Ok(Settings {
                 listen,
@@ -506,6 +515,7 @@ mod tests {
                 user_pin_file: Some("a".into()),
                 so_pin_file: Some("a".into()),
             },
+            policy: Vec::new(),
         };
         let table = toml::Table::try_from(&full).unwrap();
         let mut seen = BTreeSet::new();

@@ -1,5 +1,6 @@
 //! The gRPC server: mutual TLS, the Notary signer services and health, the admin API (on its
-//! Unix socket, and on the mTLS port for admin client certificates), graceful shutdown.
+//! Unix socket, and on the mTLS port for admin client certificates), all behind the one edge
+//! ([`crate::edge`]); the policy reloaded on SIGHUP; graceful shutdown.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,11 +14,53 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
 use crate::admin::serving::AdminServing;
+use crate::audit::Port;
+use crate::edge::inflight::InFlight;
+use crate::edge::policy::{Policy, PolicyHandle};
+use crate::edge::Edge;
 use crate::grpc::health::TokenHealth;
-use crate::grpc::inflight::InFlight;
 use crate::grpc::notary::NotarySigner;
 use crate::keys::KeyStore;
 use crate::tls::TlsMaterial;
+
+/// Reads the policy again (config file and environment), for SIGHUP; `Err` lists what is wrong
+/// with the new file, and the policy in force stays.
+pub type PolicyReload = Box<dyn Fn() -> Result<Policy, Vec<String>> + Send + Sync>;
+
+/// Swaps in the policy `reload` reads on every SIGHUP, until the task is dropped. Connections
+/// and calls in flight are untouched: a call keeps the policy it started under.
+pub fn spawn_policy_reload(
+    policy: PolicyHandle,
+    reload: PolicyReload,
+) -> tokio::task::JoinHandle<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    tokio::spawn(async move {
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot watch SIGHUP; restart signerd to change its policy");
+                return;
+            }
+        };
+        while hup.recv().await.is_some() {
+            match reload() {
+                Ok(new) => {
+                    let summary = new.describe();
+                    policy.replace(new);
+                    tracing::info!(policy = %summary, "SIGHUP: policy reloaded");
+                }
+                Err(errors) => {
+                    for e in &errors {
+                        tracing::error!("SIGHUP: config error: {e}");
+                    }
+                    tracing::error!(
+                        "SIGHUP: the new config is refused; the policy in force stays. Fix it (signerd check-config) and send SIGHUP again"
+                    );
+                }
+            }
+        }
+    })
+}
 
 /// Binds `listen` (so "address in use" is reported before anything else starts).
 pub async fn bind(listen: SocketAddr) -> Result<TcpListener, String> {
@@ -34,21 +77,22 @@ pub async fn serve(
     tls: &TlsMaterial,
     keys: KeyStore,
     admin: Option<AdminServing>,
+    edge: Edge,
+    reload: Option<PolicyReload>,
     grace: Duration,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
-    let in_flight = InFlight::default();
-    let signer = NotarySigner::new(keys.clone(), in_flight.clone());
-    let admin_on_tls = admin
-        .as_ref()
-        .and_then(|a| a.tls_service(&keys, &in_flight));
-    let mut admin_socket = admin.and_then(|a| a.spawn_socket(&keys, &in_flight));
+    let in_flight = edge.in_flight().clone();
+    let _reloader = reload.map(|r| AbortOnDrop(spawn_policy_reload(edge.policy().clone(), r)));
+    let signer = NotarySigner::new(keys.clone());
+    let admin_on_tls = admin.as_ref().and_then(|a| a.tls_service(&keys, &edge));
+    let mut admin_socket = admin.and_then(|a| a.spawn_socket(&keys, &edge));
     let router = Server::builder()
         .tls_config(tls.server_config())
         .map_err(|e| format!("TLS configuration refused: {e}"))?
-        .add_service(KeyManagementServer::new(signer.clone()))
-        .add_service(SignerServer::new(signer))
-        .add_service(HealthServer::new(TokenHealth::new(keys)))
+        .add_service(edge.wrap(Port::Notary, KeyManagementServer::new(signer.clone())))
+        .add_service(edge.wrap(Port::Notary, SignerServer::new(signer)))
+        .add_service(edge.wrap(Port::Notary, HealthServer::new(TokenHealth::new(keys))))
         .add_optional_service(admin_on_tls);
 
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
@@ -98,6 +142,15 @@ pub async fn serve(
     server.abort();
     drop(admin_socket);
     Ok(())
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// How long no key operation must be in flight before the drain counts as done.

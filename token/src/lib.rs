@@ -20,7 +20,8 @@ pub mod uri;
 
 pub use error::{ErrorKind, TokenError};
 pub use key::{
-    public_key_from_spki, spki_from_public_key, KeyAlgorithm, KeyId, KeyInfo, KeyUsage, Signature,
+    public_key_from_spki, spki_from_public_key, KeyAlgorithm, KeyDomain, KeyId, KeyInfo, KeyUsage,
+    Signature,
 };
 pub use objects::{
     KeyNaming, KeySpec, MechanismFacts, ObjectFilter, ObjectKind, ObjectRef, PrivateKeyImport,
