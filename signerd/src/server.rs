@@ -10,7 +10,6 @@ use signerd_proto::health::health_server::HealthServer;
 use signerd_proto::notary::key_management_server::KeyManagementServer;
 use signerd_proto::notary::signer_server::SignerServer;
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
 use crate::admin::serving::AdminServing;
@@ -88,15 +87,21 @@ pub async fn serve(
     let admin_on_tls = admin.as_ref().and_then(|a| a.tls_service(&keys, &edge));
     let mut admin_socket = admin.and_then(|a| a.spawn_socket(&keys, &edge));
     let router = Server::builder()
-        .tls_config(tls.server_config())
-        .map_err(|e| format!("TLS configuration refused: {e}"))?
         .add_service(edge.wrap(Port::Notary, KeyManagementServer::new(signer.clone())))
         .add_service(edge.wrap(Port::Notary, SignerServer::new(signer)))
         .add_service(edge.wrap(Port::Notary, HealthServer::new(TokenHealth::new(keys))))
         .add_optional_service(admin_on_tls);
 
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
-    let incoming = TcpIncoming::from(listener);
+    // Connections arrive handshaken, their client decoded once; the queue is short so a flood
+    // of handshakes waits in the kernel's backlog, not in memory.
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let _acceptor = AbortOnDrop(tokio::spawn(crate::tls::accept_loop(
+        listener,
+        tls.server_config(),
+        tx,
+    )));
+    let incoming = tokio_stream::wrappers::ReceiverStream::new(rx);
     let mut server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = drain_rx.await;
     }));

@@ -246,3 +246,71 @@ async fn notary_keys_are_marked_on_the_token_and_other_roles_refused() {
     c.keys.delete_key(key_id(&id)).await.unwrap();
     assert!(private_keys(&s.socket, &id).await.is_empty());
 }
+
+/// Relabels both halves of key `id` with `p11tool`, as the README tells operators to.
+fn p11tool_relabel(token: &TestToken, id: &str, label: &str) {
+    let pct: String = hex::decode(id)
+        .unwrap()
+        .iter()
+        .map(|b| format!("%{b:02x}"))
+        .collect();
+    for kind in ["private", "public"] {
+        let uri = format!(
+            "pkcs11:token={};id={pct};type={kind}",
+            signerd_tests::signerd::TEST_TOKEN_LABEL
+        );
+        let out = std::process::Command::new("p11tool")
+            .args([
+                "--provider",
+                signerd_token::softhsm::SOFTHSM_MODULE,
+                "--login",
+                &format!("--set-pin={}", signerd_tests::signerd::TEST_PIN),
+                "--set-label",
+                label,
+                &uri,
+            ])
+            .env("SOFTHSM2_CONF", token.softhsm.conf())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", signerd_tests::admin::text(&out));
+    }
+}
+
+#[tokio::test]
+async fn a_legacy_key_is_brought_under_the_marks_with_p11tool() {
+    let mut s = setup("domains-relabel");
+    let old = legacy_key(&s.socket, "timestamp@example.com/old").await;
+    let objects = private_keys(&s.socket, &old).await;
+    assert_eq!(
+        objects[0].r#ref.as_ref().unwrap().label,
+        "timestamp@example.com/old"
+    );
+    // Stopped while relabelling, as the README says, so no cached handle outlives the label.
+    s.signerd.stop().unwrap();
+    p11tool_relabel(&s._token, &old, "notary:timestamp@example.com/old");
+    s.signerd.restart().unwrap();
+    signerd_tests::admin::wait_for_socket(&s.socket, &s.signerd).unwrap();
+    let objects = private_keys(&s.socket, &old).await;
+    assert_eq!(
+        objects[0].r#ref.as_ref().unwrap().label,
+        "notary:timestamp@example.com/old"
+    );
+    assert_eq!(objects[0].role, "timestamp");
+    assert_eq!(objects[0].gun, "example.com/old");
+    let mut c = s.signerd.clients().await;
+    c.signer
+        .sign(SignatureRequest {
+            key_id: Some(key_id(&old)),
+            content: b"timestamp.json".to_vec(),
+        })
+        .await
+        .unwrap();
+    // A key relabelled into the admin domain leaves the Notary port's reach.
+    s.signerd.stop().unwrap();
+    p11tool_relabel(&s._token, &old, "admin:timestamp@example.com/old");
+    s.signerd.restart().unwrap();
+    signerd_tests::admin::wait_for_socket(&s.socket, &s.signerd).unwrap();
+    let mut c = s.signerd.clients().await;
+    let err = c.keys.get_key_info(key_id(&old)).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+}

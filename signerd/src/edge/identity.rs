@@ -1,7 +1,8 @@
 //! Who is calling, on either port: the peer's uid, gid and supplementary groups on the Unix
 //! socket (SO_PEERCRED, read by tokio when the connection is accepted, and the process's
 //! `/proc/<pid>/status`), or the verified client certificate on the mTLS port (subject, SANs,
-//! SHA-256 fingerprint, issuer, decoded with x509-cert).
+//! SHA-256 fingerprint, issuer, decoded with x509-cert once per connection, in
+//! [`crate::tls::accept_loop`]).
 //!
 //! [`IdentityLayer`] puts an `Arc<Caller>` into each request's extensions; the policy and audit
 //! layers and the key store read it from there.
@@ -96,6 +97,9 @@ impl fmt::Display for Caller {
 impl Caller {
     /// The caller of a request, from the connection information tonic attached to it.
     pub fn of(extensions: &http::Extensions) -> Caller {
+        if let Some(peer) = extensions.get::<crate::tls::PeerInfo>() {
+            return Caller::clone(&peer.caller);
+        }
         if let Some(uds) = extensions.get::<UdsConnectInfo>() {
             return match &uds.peer_cred {
                 Some(cred) => Caller::Local {
@@ -176,7 +180,11 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        let caller = Arc::new(Caller::of(request.extensions()));
+        // On the mTLS port the caller was decoded once, when the connection was accepted.
+        let caller = match request.extensions().get::<crate::tls::PeerInfo>() {
+            Some(peer) => Arc::clone(&peer.caller),
+            None => Arc::new(Caller::of(request.extensions())),
+        };
         request.extensions_mut().insert(caller);
         self.inner.call(request)
     }

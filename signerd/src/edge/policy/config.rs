@@ -263,6 +263,15 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_compiles() {
+        let text = include_str!("../../../../config/policy.example.toml");
+        let file: crate::config::FileConfig = toml::from_str(text).unwrap();
+        let rules = compile(&file.policy).unwrap();
+        let names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["notary-server", "registry-a", "release-engineer"]);
+    }
+
+    #[test]
     fn unknown_fields_are_refused_by_name() {
         let err = toml::from_str::<toml::Table>("[[policy]]\nport = \"admin\"\nuid = [0]\n")
             .unwrap()
