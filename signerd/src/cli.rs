@@ -225,13 +225,17 @@ fn serve(args: ServeArgs) -> ExitCode {
             print_dev_banner(local, dev);
         }
         tracing::info!(listen = %local, "signerd serving the Notary signer API over mutual TLS");
+        // Ends with the runtime.
+        crate::server::spawn_policy_reload(
+            edge.policy().clone(),
+            Box::new(move || load_policy(&args)),
+        );
         crate::server::serve(
             listener,
             &material,
             keys.clone(),
             Some(admin),
             edge,
-            Some(Box::new(move || load_policy(&args))),
             settings.shutdown_grace,
             crate::server::shutdown_signal(),
         )

@@ -77,12 +77,10 @@ pub async fn serve(
     keys: KeyStore,
     admin: Option<AdminServing>,
     edge: Edge,
-    reload: Option<PolicyReload>,
     grace: Duration,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let in_flight = edge.in_flight().clone();
-    let _reloader = reload.map(|r| AbortOnDrop(spawn_policy_reload(edge.policy().clone(), r)));
     let signer = NotarySigner::new(keys.clone());
     let admin_on_tls = admin.as_ref().and_then(|a| a.tls_service(&keys, &edge));
     let mut admin_socket = admin.and_then(|a| a.spawn_socket(&keys, &edge));

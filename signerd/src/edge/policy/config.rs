@@ -124,7 +124,7 @@ fn compile_one(index: usize, r: &PolicyRule) -> Result<Rule, Vec<String>> {
     if r.operations.is_empty() {
         errors.push(format!(
             "{at}: grants no operation; add operations = [...] ({})",
-            port.map(|p| Operation::names(p)).unwrap_or_default()
+            port.map(Operation::names).unwrap_or_default()
         ));
     }
     for op in &r.operations {
