@@ -87,7 +87,10 @@ pub async fn serve(
     let router = Server::builder()
         .add_service(edge.wrap(Port::Notary, KeyManagementServer::new(signer.clone())))
         .add_service(edge.wrap(Port::Notary, SignerServer::new(signer)))
-        .add_service(edge.wrap(Port::Notary, HealthServer::new(TokenHealth::new(keys))))
+        .add_service(edge.wrap(
+            Port::Notary,
+            HealthServer::new(TokenHealth::new(keys, edge.sink())),
+        ))
         .add_optional_service(admin_on_tls);
 
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();

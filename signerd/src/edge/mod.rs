@@ -68,6 +68,11 @@ impl Edge {
         &self.policy
     }
 
+    /// Where audit records go.
+    pub fn sink(&self) -> Arc<dyn AuditSink> {
+        Arc::clone(&self.sink)
+    }
+
     /// Key operations in flight on every port.
     pub fn in_flight(&self) -> &InFlight {
         &self.in_flight

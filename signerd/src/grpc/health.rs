@@ -1,7 +1,9 @@
 //! `grpc.health.v1.Health`: SERVING only while the token answers a live probe (not a cached
-//! flag), for the names notary-server asks about and for the whole server (`""`).
+//! flag) and the audit sink can take records, for the names notary-server asks about and for
+//! the whole server (`""`).
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use signerd_proto::health::health_check_response::ServingStatus;
@@ -9,6 +11,7 @@ use signerd_proto::health::health_server::Health;
 use signerd_proto::health::{HealthCheckRequest, HealthCheckResponse};
 use tonic::{Request, Response, Status};
 
+use crate::audit::AuditSink;
 use crate::keys::KeyStore;
 
 /// Service names answered. notary-server asks for the first two.
@@ -23,16 +26,26 @@ pub const SERVICES: &[&str] = &[
 /// How long a probe may take before the answer is NOT_SERVING.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Health over the token probe.
-#[derive(Clone, Debug)]
+/// Health over the token probe and the audit sink.
+#[derive(Clone)]
 pub struct TokenHealth {
     keys: KeyStore,
+    audit: Arc<dyn AuditSink>,
+}
+
+impl std::fmt::Debug for TokenHealth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenHealth")
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
+    }
 }
 
 impl TokenHealth {
-    /// Health of the token behind `keys`.
-    pub fn new(keys: KeyStore) -> TokenHealth {
-        TokenHealth { keys }
+    /// Health of the token behind `keys` and of the `audit` sink (key operations fail closed
+    /// while it cannot take records, so health says so too).
+    pub fn new(keys: KeyStore, audit: Arc<dyn AuditSink>) -> TokenHealth {
+        TokenHealth { keys, audit }
     }
 }
 
@@ -47,6 +60,12 @@ impl Health for TokenHealth {
             return Err(Status::not_found(format!(
                 "unknown service {service:?}; ask for one of {SERVICES:?}"
             )));
+        }
+        if let Err(reason) = self.audit.health() {
+            tracing::warn!(service, %reason, "health: the audit trail cannot be written; key operations are refused");
+            return Ok(Response::new(HealthCheckResponse {
+                status: ServingStatus::NotServing as i32,
+            }));
         }
         let status = match tokio::time::timeout(PROBE_TIMEOUT, self.keys.probe()).await {
             Ok(Ok(())) => ServingStatus::Serving,

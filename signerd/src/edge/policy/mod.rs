@@ -607,12 +607,22 @@ where
         let caller = Caller::from_extensions(request.extensions());
         let policy = self.policy.current();
         let method = request.uri().path().rsplit('/').next().unwrap_or_default();
-        if let Some(operation) = Operation::of_method(self.port, method) {
-            if let Err(refusal) = policy.may_call(self.port, &caller, operation) {
-                OpFacts::of_extensions(request.extensions()).deny(None);
-                let response = tonic::Status::permission_denied(refusal.to_string()).into_http();
-                return Box::pin(std::future::ready(Ok(response)));
-            }
+        let refusal = match Operation::of_method(self.port, method) {
+            Some(operation) => policy
+                .may_call(self.port, &caller, operation)
+                .err()
+                .map(|r| r.to_string()),
+            // Health answers everybody with a verified certificate; any other method no rule
+            // can name is refused, so a new RPC is never open by omission.
+            None if request.uri().path().starts_with("/grpc.health.v1.Health/") => None,
+            None => Some(format!(
+                "{method} is not an operation signerd's policy knows; no rule can grant it"
+            )),
+        };
+        if let Some(refusal) = refusal {
+            OpFacts::of_extensions(request.extensions()).deny(None);
+            let response = tonic::Status::permission_denied(refusal).into_http();
+            return Box::pin(std::future::ready(Ok(response)));
         }
         request.extensions_mut().insert(policy);
         Box::pin(self.inner.call(request))

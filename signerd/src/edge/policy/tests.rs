@@ -344,3 +344,69 @@ fn reload_swaps_the_whole_policy() {
         .may_call(Port::Notary, &ns, Operation::Sign)
         .is_err());
 }
+
+/// A service that answers OK to whatever reaches it.
+#[derive(Clone)]
+struct Reached;
+
+impl Service<http::Request<tonic::body::Body>> for Reached {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Request<tonic::body::Body>) -> Self::Future {
+        std::future::ready(Ok(http::Response::new(tonic::body::Body::empty())))
+    }
+}
+
+async fn through_layer(port: Port, path: &str, caller: Caller) -> Option<tonic::Status> {
+    let handle = PolicyHandle::new(policy("", AdminSettings::default()));
+    let mut svc = PolicyLayer::new(port, handle).layer(Reached);
+    let mut request = http::Request::builder()
+        .uri(path)
+        .body(tonic::body::Body::empty())
+        .unwrap();
+    request.extensions_mut().insert(Arc::new(caller));
+    let response = svc.call(request).await.unwrap();
+    tonic::Status::from_header_map(response.headers())
+}
+
+#[tokio::test]
+async fn the_layer_refuses_what_no_rule_can_name() {
+    let ns = cert("CN=notary-server", "CN=ca");
+    assert!(
+        through_layer(Port::Notary, "/proto.Signer/Sign", ns.clone())
+            .await
+            .is_none()
+    );
+    assert!(
+        through_layer(Port::Notary, "/grpc.health.v1.Health/Check", ns.clone())
+            .await
+            .is_none()
+    );
+    let status = through_layer(
+        Port::Admin,
+        "/signerd.admin.v1.TokenAdmin/NewRpc",
+        local(1000, 1000, vec![]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
+    assert_eq!(
+        status.message(),
+        "NewRpc is not an operation signerd's policy knows; no rule can grant it"
+    );
+    let status = through_layer(Port::Admin, "/signerd.admin.v1.TokenAdmin/ListTokens", ns)
+        .await
+        .unwrap();
+    assert!(
+        status
+            .message()
+            .contains("'CN=notary-server' is not an admin"),
+        "{status:?}"
+    );
+}
