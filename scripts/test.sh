@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 # Every Debian package any test, script or build step uses, one per line. A test that needs a new
 # tool adds its package here; nothing else installs system packages.
 PACKAGES=(
+  gnutls-bin                # p11tool (relabelling keys into a domain, README security model)
   softhsm2                  # the token every test uses (libsofthsm2.so, softhsm2-util)
   notary                    # notary-server, the notary CLI and the Go notary-signer (the reference)
   opensc                    # pkcs11-tool

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use signerd_token::{PinSource, TokenConfig};
 
 use crate::admin::login::LoginPins;
-use crate::admin::policy::AdminPolicy;
 use crate::admin::serving::AdminServing;
 use crate::config::{Settings, TlsFiles};
 use crate::devenv::{DevEnv, DEV_TOKEN_LABEL};
@@ -151,7 +150,7 @@ impl Bootstrap {
         };
         AdminPlan {
             socket,
-            policy: AdminPolicy::from_settings(admin, nix::unistd::geteuid().as_raw()),
+            summary: admin_summary(admin),
             pins: LoginPins::new(user_pin, admin.so_pin.clone().or(dev_so_pin)),
         }
     }
@@ -168,7 +167,7 @@ impl Bootstrap {
 /// The admin API as planned, before its socket is bound.
 pub struct AdminPlan {
     socket: Option<PathBuf>,
-    policy: AdminPolicy,
+    summary: String,
     pins: LoginPins,
 }
 
@@ -180,7 +179,7 @@ impl AdminPlan {
 
     /// Who may use it, in words (for `check-config`).
     pub fn describe_policy(&self) -> String {
-        self.policy.describe()
+        self.summary.clone()
     }
 
     /// Binds the socket (inside the runtime).
@@ -191,8 +190,21 @@ impl AdminPlan {
             }
             None => None,
         };
-        Ok(AdminServing::new(self.policy, self.pins, socket))
+        Ok(AdminServing::new(self.pins, socket))
     }
+}
+
+/// The admin API's built-in allow lists, in one line (the `[admin]` part of the policy).
+fn admin_summary(admin: &crate::config::AdminSettings) -> String {
+    let uids = admin
+        .allow_uids
+        .clone()
+        .unwrap_or_else(|| vec![nix::unistd::geteuid().as_raw()]);
+    format!(
+        "socket peers with uid {uids:?} or gid {:?}; {} admin client certificate(s) on the mTLS port",
+        admin.allow_gids,
+        admin.admin_clients.len()
+    )
 }
 
 /// The banner of a development start.

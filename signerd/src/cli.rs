@@ -83,7 +83,7 @@ pub struct MigrateArgs {
 /// Where the configuration comes from; flags override the file and the environment.
 // The field docs are `--help` text, where `<FIELD>` is a placeholder, not an HTML tag.
 #[allow(rustdoc::invalid_html_tags)]
-#[derive(Debug, Args)]
+#[derive(Clone, Debug, Args)]
 pub struct ServeArgs {
     /// TOML config file (fields can also be set by SIGNERD_<SECTION>_<FIELD> variables).
     #[arg(long, short = 'c', value_name = "FILE")]

@@ -6,9 +6,12 @@ use std::sync::Arc;
 
 use signerd_token::Token;
 
+use crate::audit::AuditSink;
 use crate::bootstrap::Bootstrap;
 use crate::cli::{Cli, Command, ServeArgs};
-use crate::config::{LogFormat, Settings};
+use crate::config::{FileConfig, LogFormat, Settings};
+use crate::edge::policy::{Policy, PolicyHandle};
+use crate::edge::Edge;
 use crate::keys::KeyStore;
 use crate::startup::{Failure, StartupError};
 
@@ -58,6 +61,15 @@ fn serve(args: &ServeArgs) -> Result<(), StartupError> {
     let keys = KeyStore::new(token);
     let audit = crate::audit::open_trail(settings.audit.as_ref(), &keys)
         .map_err(|e| StartupError::Config(vec![crate::config::ConfigError(e)]))?;
+    let policy = load_policy(args).map_err(|errors| {
+        StartupError::Config(errors.into_iter().map(crate::config::ConfigError).collect())
+    })?;
+    // Records go to the audit trail when one is configured, else to the operational log.
+    let sink: Arc<dyn AuditSink> = match &audit {
+        Some(trail) => Arc::clone(trail) as Arc<dyn AuditSink>,
+        None => Arc::new(crate::edge::audit::LogSink),
+    };
+    let edge = Edge::new(PolicyHandle::new(policy), sink);
     let result = runtime.block_on(async {
         let listener = crate::server::bind(settings.listen)
             .await
@@ -68,12 +80,18 @@ fn serve(args: &ServeArgs) -> Result<(), StartupError> {
         let admin = admin.bind()?;
         bootstrap.print_banner(local);
         tracing::info!(listen = %local, "signerd serving the Notary signer API over mutual TLS");
+        // Ends with the runtime.
+        let reload_args = args.clone();
+        crate::server::spawn_policy_reload(
+            edge.policy().clone(),
+            Box::new(move || load_policy(&reload_args)),
+        );
         crate::server::serve(
             listener,
             &material,
             keys.clone(),
             Some(admin),
-            audit.clone().map(|a| a as Arc<dyn crate::audit::AuditSink>),
+            edge,
             settings.shutdown_grace,
             crate::server::shutdown_signal(),
         )
@@ -86,6 +104,27 @@ fn serve(args: &ServeArgs) -> Result<(), StartupError> {
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     crate::server::close_token(keys);
     result
+}
+
+/// The policy the config (file, environment, flags) gives: its `[[policy]]` rules and the
+/// built-in rules of `[admin]`. Read at start, on SIGHUP and by `check-config`.
+fn load_policy(args: &ServeArgs) -> Result<Policy, Vec<String>> {
+    let text = |errors: Vec<crate::config::ConfigError>| {
+        errors
+            .into_iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+    };
+    let mut file = FileConfig::load(args.config_file(), |k| std::env::var(k).ok())
+        .map_err(|e| vec![e.to_string()])?;
+    file.overlay(args.flags());
+    let settings = file.resolve(args.config_file().is_some()).map_err(text)?;
+    let rules = crate::edge::policy::config::compile(&file.policy)?;
+    Ok(Policy::new(
+        rules,
+        &settings.admin,
+        nix::unistd::geteuid().as_raw(),
+    ))
 }
 
 /// `signerd check-config`: one line per part, `ok` or `FAIL` and why.
@@ -167,6 +206,14 @@ fn check_config(args: &ServeArgs) -> ExitCode {
             plan.describe_policy()
         ),
     );
+    match load_policy(args) {
+        Ok(p) => report(true, &format!("policy: {}", p.describe())),
+        Err(errors) => {
+            for e in errors {
+                report(false, &e);
+            }
+        }
+    }
     if settings.log_format == LogFormat::Json {
         report(true, "logs: JSON");
     }

@@ -1,9 +1,17 @@
 //! [`KeyStore`]: the token's key operations for async code. Each call runs on tokio's blocking
 //! pool, so a slow token never stalls the runtime; no lock is held across an await.
+//!
+//! Every key operation takes the caller's [`Access`]: the key is looked up first (a cache hit
+//! after its first use), checked against the caller's port and policy, and only then used. A
+//! key out of the caller's reach answers exactly as an absent key.
 
 use std::sync::Arc;
 
 use signerd_token::{KeyAlgorithm, KeyId, KeyInfo, KeyUsage, Signature, Token, TokenError};
+
+use crate::edge::error::KeyError;
+use crate::edge::policy::Operation;
+use crate::edge::Access;
 
 /// Async access to the keys in one token. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -22,29 +30,68 @@ impl KeyStore {
         &self.token
     }
 
-    /// Generates a key pair in the token.
+    /// Generates a key pair in the token, when `access` may make a key of `usage`.
     pub async fn create(
         &self,
+        access: &Access,
         algorithm: KeyAlgorithm,
         usage: KeyUsage,
-    ) -> Result<KeyInfo, TokenError> {
-        self.blocking(move |t| t.create_key(algorithm, &usage))
-            .await
+    ) -> Result<KeyInfo, KeyError> {
+        access.check_usage(Operation::Create, &usage, Some(algorithm))?;
+        let info = self
+            .blocking(move |t| t.create_key(algorithm, &usage))
+            .await?;
+        access.facts.key(&info);
+        Ok(info)
     }
 
     /// Public key, algorithm and usage of a key.
-    pub async fn info(&self, id: KeyId) -> Result<KeyInfo, TokenError> {
-        self.blocking(move |t| t.key_info(&id)).await
+    pub async fn info(&self, access: &Access, id: KeyId) -> Result<KeyInfo, KeyError> {
+        access.key_id(&id);
+        let access = access.clone();
+        self.blocking_with(move |t| {
+            let info = t.key_info(&id)?;
+            access.check_key(Operation::Info, &info)?;
+            Ok(info)
+        })
+        .await
     }
 
     /// Signs `content` with key `id`.
-    pub async fn sign(&self, id: KeyId, content: Vec<u8>) -> Result<Signature, TokenError> {
-        self.blocking(move |t| t.sign(&id, &content)).await
+    pub async fn sign(
+        &self,
+        access: &Access,
+        id: KeyId,
+        content: Vec<u8>,
+    ) -> Result<Signature, KeyError> {
+        access.key_id(&id);
+        access.facts.content(&content);
+        let access = access.clone();
+        self.blocking_with(move |t| {
+            let info = t.key_info(&id)?;
+            access.check_key(Operation::Sign, &info)?;
+            Ok(t.sign(&id, &content)?)
+        })
+        .await
     }
 
-    /// Deletes a key; `false` when it did not exist.
-    pub async fn delete(&self, id: KeyId) -> Result<bool, TokenError> {
-        self.blocking(move |t| t.delete_key(&id)).await
+    /// Deletes a key; `false` when it did not exist, or is out of the caller's reach (then it
+    /// stays, and the answer is the same as for an absent key).
+    pub async fn delete(&self, access: &Access, id: KeyId) -> Result<bool, KeyError> {
+        access.key_id(&id);
+        let access = access.clone();
+        self.blocking_with(move |t| {
+            let info = match t.key_info(&id) {
+                Ok(info) => info,
+                Err(TokenError::KeyNotFound(_)) => return Ok(false),
+                Err(e) => return Err(e.into()),
+            };
+            if !access.reaches(Operation::Delete, &info)? {
+                return Ok(false);
+            }
+            Ok(t.delete_key(&id)?)
+        })
+        .await
     }
 
     /// Probes the token: it answers and the session is logged in.
@@ -57,9 +104,18 @@ impl KeyStore {
         &self,
         op: impl FnOnce(&Token) -> Result<T, TokenError> + Send + 'static,
     ) -> Result<T, TokenError> {
+        self.blocking_with(op).await
+    }
+
+    /// Runs a token operation that may also fail otherwise (a policy refusal) on the blocking
+    /// pool.
+    pub(crate) async fn blocking_with<T: Send + 'static, E: From<TokenError> + Send + 'static>(
+        &self,
+        op: impl FnOnce(&Token) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E> {
         let token = Arc::clone(&self.token);
         tokio::task::spawn_blocking(move || op(&token))
             .await
-            .unwrap_or_else(|e| Err(TokenError::Cryptoki(format!("token task failed: {e}"))))
+            .unwrap_or_else(|e| Err(TokenError::Cryptoki(format!("token task failed: {e}")).into()))
     }
 }

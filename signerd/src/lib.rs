@@ -2,10 +2,12 @@
 //!
 //! Layout: [`cli`] (the command line, parsed), [`commands`] (what each command does),
 //! [`bootstrap`] (configured or the embedded dev default, decided once), [`startup`] (startup
-//! errors and exit codes), [`config`] (file, env, flags), [`devenv`] (the dev environment), [`tls`]
-//! (mutual TLS), [`keys`] (the token for async code), [`grpc`] (the Notary signer protocol and
-//! health, errors mapped to status codes in [`grpc::status`]), [`admin`] (signerd's own admin
-//! API: identity, policy, service), [`server`] (serving, shutdown).
+//! errors and exit codes), [`config`] (file, env, flags), [`devenv`] (the dev environment),
+//! [`tls`] (mutual TLS, identity per connection), [`keys`] (the token for async code, checked
+//! against the caller's access), [`edge`] (the layers both ports share: identity, audit, policy;
+//! errors mapped to status codes in [`edge::status`]), [`audit`] (the audit trail), [`grpc`]
+//! (the Notary signer protocol and health), [`admin`] (signerd's own admin API), [`server`]
+//! (serving, SIGHUP reload, shutdown), [`migrate`] (keys from notary-signer).
 //! The token itself is the `signerd-token` crate, which knows nothing of gRPC.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -18,6 +20,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod devenv;
+pub mod edge;
 pub mod grpc;
 pub mod keys;
 pub mod logging;

@@ -1,5 +1,6 @@
 //! The gRPC server: mutual TLS, the Notary signer services and health, the admin API (on its
-//! Unix socket, and on the mTLS port for admin client certificates), graceful shutdown.
+//! Unix socket, and on the mTLS port for admin client certificates), all behind the one edge
+//! ([`crate::edge`]); the policy reloaded on SIGHUP; graceful shutdown.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,15 +10,56 @@ use signerd_proto::health::health_server::HealthServer;
 use signerd_proto::notary::key_management_server::KeyManagementServer;
 use signerd_proto::notary::signer_server::SignerServer;
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
 use crate::admin::serving::AdminServing;
+use crate::audit::Port;
+use crate::edge::inflight::InFlight;
+use crate::edge::policy::{Policy, PolicyHandle};
+use crate::edge::Edge;
 use crate::grpc::health::TokenHealth;
-use crate::grpc::inflight::InFlight;
 use crate::grpc::notary::NotarySigner;
 use crate::keys::KeyStore;
 use crate::tls::TlsMaterial;
+
+/// Reads the policy again (config file and environment), for SIGHUP; `Err` lists what is wrong
+/// with the new file, and the policy in force stays.
+pub type PolicyReload = Box<dyn Fn() -> Result<Policy, Vec<String>> + Send + Sync>;
+
+/// Swaps in the policy `reload` reads on every SIGHUP, until the task is dropped. Connections
+/// and calls in flight are untouched: a call keeps the policy it started under.
+pub fn spawn_policy_reload(
+    policy: PolicyHandle,
+    reload: PolicyReload,
+) -> tokio::task::JoinHandle<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    tokio::spawn(async move {
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot watch SIGHUP; restart signerd to change its policy");
+                return;
+            }
+        };
+        while hup.recv().await.is_some() {
+            match reload() {
+                Ok(new) => {
+                    let summary = new.describe();
+                    policy.replace(new);
+                    tracing::info!(policy = %summary, "SIGHUP: policy reloaded");
+                }
+                Err(errors) => {
+                    for e in &errors {
+                        tracing::error!("SIGHUP: config error: {e}");
+                    }
+                    tracing::error!(
+                        "SIGHUP: the new config is refused; the policy in force stays. Fix it (signerd check-config) and send SIGHUP again"
+                    );
+                }
+            }
+        }
+    })
+}
 
 /// Binds `listen` (so "address in use" is reported before anything else starts).
 pub async fn bind(listen: SocketAddr) -> Result<TcpListener, String> {
@@ -34,28 +76,33 @@ pub async fn serve(
     tls: &TlsMaterial,
     keys: KeyStore,
     admin: Option<AdminServing>,
-    audit: Option<Arc<dyn crate::audit::AuditSink>>,
+    edge: Edge,
     grace: Duration,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
-    let trail = crate::audit::wire::TrailLayer::new(audit.clone());
-    let in_flight = InFlight::default();
-    let signer = NotarySigner::new(keys.clone(), in_flight.clone());
-    let admin_on_tls = admin
-        .as_ref()
-        .and_then(|a| a.tls_service(&keys, &in_flight));
-    let mut admin_socket = admin.and_then(|a| a.spawn_socket(&keys, &in_flight, trail.clone()));
+    let in_flight = edge.in_flight().clone();
+    let signer = NotarySigner::new(keys.clone());
+    let admin_on_tls = admin.as_ref().and_then(|a| a.tls_service(&keys, &edge));
+    let mut admin_socket = admin.and_then(|a| a.spawn_socket(&keys, &edge));
     let router = Server::builder()
-        .layer(trail)
-        .tls_config(tls.server_config())
-        .map_err(|e| format!("TLS configuration refused: {e}"))?
-        .add_service(KeyManagementServer::new(signer.clone()))
-        .add_service(SignerServer::new(signer))
-        .add_service(HealthServer::new(TokenHealth::new(keys).with_audit(audit)))
+        .add_service(edge.wrap(Port::Notary, KeyManagementServer::new(signer.clone())))
+        .add_service(edge.wrap(Port::Notary, SignerServer::new(signer)))
+        .add_service(edge.wrap(
+            Port::Notary,
+            HealthServer::new(TokenHealth::new(keys, edge.sink())),
+        ))
         .add_optional_service(admin_on_tls);
 
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
-    let incoming = TcpIncoming::from(listener);
+    // Connections arrive handshaken, their client decoded once; the queue is short so a flood
+    // of handshakes waits in the kernel's backlog, not in memory.
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let _acceptor = AbortOnDrop(tokio::spawn(crate::tls::accept_loop(
+        listener,
+        tls.server_config(),
+        tx,
+    )));
+    let incoming = tokio_stream::wrappers::ReceiverStream::new(rx);
     let mut server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = drain_rx.await;
     }));
@@ -103,6 +150,15 @@ pub async fn serve(
     Ok(())
 }
 
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// How long no key operation must be in flight before the drain counts as done.
 const SETTLE: Duration = Duration::from_millis(300);
 
@@ -120,17 +176,6 @@ async fn quiet(in_flight: &InFlight) {
 /// Resolves on SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    // SIGHUP's default action ends the process, and `systemctl reload` (ExecReload in
-    // config/signerd.service) sends it: it must never stop the signer.
-    if let Ok(mut hangup) = signal(SignalKind::hangup()) {
-        tokio::spawn(async move {
-            while hangup.recv().await.is_some() {
-                tracing::warn!(
-                    "SIGHUP received: reloading is not implemented yet; restart signerd to load new TLS files"
-                );
-            }
-        });
-    }
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,
         Err(e) => {

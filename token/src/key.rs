@@ -136,35 +136,94 @@ impl FromStr for KeyId {
     }
 }
 
-/// The repository and role a key serves, kept on the token objects in `CKA_LABEL` as
-/// `role@gun` (e.g. `timestamp@example.com/org/app`), so the token is the only store.
+/// Which edge made a key, and so which edge may reach it: kept in the label, so a restarted
+/// signerd or a replica on the same token sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum KeyDomain {
+    /// Made before domains existed, or by another tool: no mark in the label.
+    #[default]
+    Legacy,
+    /// Made through the Notary port's `CreateKey` (label `notary:role@gun`).
+    Notary,
+    /// Made through the admin API (label `admin:role@gun`).
+    Admin,
+}
+
+impl KeyDomain {
+    /// The name used in labels, policy rules and logs (`legacy`, `notary`, `admin`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyDomain::Legacy => "legacy",
+            KeyDomain::Notary => "notary",
+            KeyDomain::Admin => "admin",
+        }
+    }
+
+    /// The domain named `text`, if it is one.
+    pub fn parse(text: &str) -> Option<KeyDomain> {
+        match text {
+            "legacy" => Some(KeyDomain::Legacy),
+            "notary" => Some(KeyDomain::Notary),
+            "admin" => Some(KeyDomain::Admin),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for KeyDomain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The repository, role and domain of a key, kept on the token objects in `CKA_LABEL` as
+/// `domain:role@gun` (e.g. `notary:timestamp@example.com/org/app`), or `role@gun` for keys
+/// from before domains, so the token is the only store.
+///
+/// Roles contain neither `:` nor `@`; GUNs may contain both (`localhost:5000/app`), so the
+/// label splits at the first `@`, and the part before it at its `:`.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct KeyUsage {
     /// The Globally Unique Name of the repository (may be empty).
     pub gun: String,
     /// The TUF role (`root`, `targets`, `snapshot`, `timestamp`, `targets/releases`, ...).
     pub role: String,
+    /// Which edge made the key.
+    pub domain: KeyDomain,
 }
 
 impl KeyUsage {
+    /// A usage in `domain`.
+    pub fn new(domain: KeyDomain, gun: impl Into<String>, role: impl Into<String>) -> KeyUsage {
+        KeyUsage {
+            gun: gun.into(),
+            role: role.into(),
+            domain,
+        }
+    }
+
     /// The `CKA_LABEL` value for this usage.
     pub fn label(&self) -> String {
-        format!("{}@{}", self.role, self.gun)
+        match self.domain {
+            KeyDomain::Legacy => format!("{}@{}", self.role, self.gun),
+            domain => format!("{}:{}@{}", domain.as_str(), self.role, self.gun),
+        }
     }
 
     /// Reads a `CKA_LABEL`; a label that is not `role@gun` yields an empty gun and the whole
-    /// label as role, so keys made by other tools still show something useful.
+    /// label as role, so keys made by other tools still show something useful. Only the
+    /// `notary:` and `admin:` marks make a domain; anything else is legacy.
     pub fn from_label(label: &str) -> KeyUsage {
-        match label.split_once('@') {
-            Some((role, gun)) => KeyUsage {
-                gun: gun.to_owned(),
-                role: role.to_owned(),
-            },
-            None => KeyUsage {
-                gun: String::new(),
-                role: label.to_owned(),
-            },
-        }
+        let (head, gun) = match label.split_once('@') {
+            Some((head, gun)) => (head, gun),
+            None => (label, ""),
+        };
+        let (domain, role) = match head.split_once(':') {
+            Some(("notary", role)) => (KeyDomain::Notary, role),
+            Some(("admin", role)) => (KeyDomain::Admin, role),
+            _ => (KeyDomain::Legacy, head),
+        };
+        KeyUsage::new(domain, gun, role)
     }
 }
 
@@ -281,13 +340,34 @@ mod tests {
 
     #[test]
     fn usage_label_round_trips() {
-        let u = KeyUsage {
-            gun: "localhost:5000/org/app".into(),
-            role: "targets/releases".into(),
-        };
+        let u = KeyUsage::new(
+            KeyDomain::Legacy,
+            "localhost:5000/org/app",
+            "targets/releases",
+        );
         assert_eq!(u.label(), "targets/releases@localhost:5000/org/app");
         assert_eq!(KeyUsage::from_label(&u.label()), u);
         assert_eq!(KeyUsage::from_label("plain").role, "plain");
+    }
+
+    #[test]
+    fn domains_are_marked_in_the_label() {
+        let notary = KeyUsage::new(KeyDomain::Notary, "localhost:5000/org/app", "timestamp");
+        assert_eq!(notary.label(), "notary:timestamp@localhost:5000/org/app");
+        assert_eq!(KeyUsage::from_label(&notary.label()), notary);
+        let admin = KeyUsage::new(KeyDomain::Admin, "", "ca");
+        assert_eq!(admin.label(), "admin:ca@");
+        assert_eq!(KeyUsage::from_label("admin:ca@"), admin);
+        // Only the two marks make a domain; a colon elsewhere stays in the role or the GUN.
+        let other = KeyUsage::from_label("pkcs11:key@host:5000/app");
+        assert_eq!(other.domain, KeyDomain::Legacy);
+        assert_eq!(other.role, "pkcs11:key");
+        assert_eq!(other.gun, "host:5000/app");
+        assert_eq!(
+            KeyUsage::from_label("timestamp@example.com/app").domain,
+            KeyDomain::Legacy
+        );
+        assert_eq!(KeyUsage::from_label("notary:x").domain, KeyDomain::Notary);
     }
 
     #[test]

@@ -35,7 +35,8 @@ pub use connection::{Token, TokenConfig, TokenDescription};
 pub use error::{ErrorKind, TokenError};
 pub use import::PrivateKeyImport;
 pub use key::{
-    public_key_from_spki, spki_from_public_key, KeyAlgorithm, KeyId, KeyInfo, KeyUsage, Signature,
+    public_key_from_spki, spki_from_public_key, KeyAlgorithm, KeyDomain, KeyId, KeyInfo, KeyUsage,
+    Signature,
 };
 pub use keygen::{KeyNaming, KeySpec};
 pub use mechanisms::MechanismFacts;

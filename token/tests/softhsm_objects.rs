@@ -101,6 +101,7 @@ fn generate_with_a_chosen_id_and_label_then_find_it_every_way() {
             naming: KeyNaming::Tuf(KeyUsage {
                 gun: "example.com/org/app".into(),
                 role: "root".into(),
+                ..Default::default()
             }),
         })
         .unwrap();

@@ -46,6 +46,7 @@ fn usage(role: &str) -> KeyUsage {
     KeyUsage {
         gun: "example.com/org/app".into(),
         role: role.into(),
+        ..Default::default()
     }
 }
 

@@ -1,5 +1,5 @@
 //! Errors of the admin API. They become gRPC status codes in one place,
-//! [`crate::grpc::status::admin_status`].
+//! [`crate::edge::status`].
 
 use signerd_token::TokenError;
 
@@ -19,4 +19,45 @@ pub enum AdminError {
     /// What a Login is checked against cannot be read (a PIN file is missing).
     #[error("{0}")]
     NeedsOperator(String),
+}
+
+impl crate::edge::status::EdgeError for AdminError {
+    fn code(&self) -> tonic::Code {
+        match self {
+            AdminError::Token(e) => crate::edge::status::code_of(e),
+            AdminError::PermissionDenied(_) => tonic::Code::PermissionDenied,
+            AdminError::InvalidArgument(_) => tonic::Code::InvalidArgument,
+            AdminError::NeedsOperator(_) => tonic::Code::FailedPrecondition,
+        }
+    }
+}
+
+impl From<crate::edge::error::KeyError> for AdminError {
+    fn from(e: crate::edge::error::KeyError) -> AdminError {
+        match e {
+            crate::edge::error::KeyError::Token(e) => AdminError::Token(e),
+            crate::edge::error::KeyError::Refused(r) => AdminError::PermissionDenied(r.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::edge::status::status_of;
+
+    #[test]
+    fn admin_codes() {
+        let denied = AdminError::PermissionDenied("no".into());
+        assert_eq!(status_of(&denied).code(), tonic::Code::PermissionDenied);
+        assert_eq!(status_of(&denied).message(), "no");
+        let missing = AdminError::Token(TokenError::ObjectNotFound("gone".into()));
+        assert_eq!(status_of(&missing).code(), tonic::Code::NotFound);
+        let bad = AdminError::Token(TokenError::InvalidRequest("x".into()));
+        assert_eq!(status_of(&bad).code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            status_of(&AdminError::NeedsOperator("pin file".into())).code(),
+            tonic::Code::FailedPrecondition
+        );
+    }
 }

@@ -1,13 +1,16 @@
-//! `signerd.admin.v1.TokenAdmin` over the token layer. Each RPC writes one audit line through
-//! [`OpLog`] and runs its token work on the blocking pool ([`KeyStore`]). The caller was
-//! identified and allowed by the layers in front ([`super::identity`], [`super::policy`]).
+//! `signerd.admin.v1.TokenAdmin` over the token layer. Each RPC runs its token work on the
+//! blocking pool ([`KeyStore`]). The edge in front identified the caller, records the call and
+//! checked the operation; the key-level rules (GUN, role, algorithm, domain; the CA's key is
+//! its own `ca` operation) are checked here through the caller's [`Access`] once the key is
+//! known, and what is known of the key goes into the audit record's facts.
 
 use std::sync::Arc;
 
 use signerd_proto::admin as pb;
 use signerd_proto::admin::token_admin_server::TokenAdmin;
 use signerd_token::{
-    KeyNaming, KeySpec, KeyUsage, ObjectFilter, PrivateKeyImport, PssParams, SignMechanism,
+    KeyDomain, KeyNaming, KeySpec, KeyUsage, ObjectFilter, ObjectRef, PrivateKeyImport, PssParams,
+    SignMechanism, Token,
 };
 use tonic::{Request, Response, Status};
 use zeroize::Zeroizing;
@@ -17,11 +20,12 @@ use super::convert::{
     tuf_key_id_from_wire,
 };
 use super::error::AdminError;
-use super::identity::Caller;
 use super::login::{LoginPins, LoginUser};
-use crate::grpc::inflight::InFlight;
-use crate::grpc::oplog::OpLog;
-use crate::grpc::status::admin_status;
+use crate::audit::Port;
+use crate::edge::error::KeyError;
+use crate::edge::policy::Operation;
+use crate::edge::status::status_of;
+use crate::edge::Access;
 use crate::keys::KeyStore;
 
 /// The admin service over one token.
@@ -29,33 +33,52 @@ use crate::keys::KeyStore;
 pub struct TokenAdminService {
     keys: KeyStore,
     pins: Arc<LoginPins>,
-    in_flight: InFlight,
 }
 
 impl TokenAdminService {
     /// Serves the token behind `keys`, checking logins against `pins`.
-    pub fn new(keys: KeyStore, pins: LoginPins, in_flight: InFlight) -> TokenAdminService {
+    pub fn new(keys: KeyStore, pins: LoginPins) -> TokenAdminService {
         TokenAdminService {
             keys,
             pins: Arc::new(pins),
-            in_flight,
         }
     }
 
-    fn start<T>(&self, method: &'static str, request: &Request<T>) -> OpLog {
-        let caller = request
-            .extensions()
-            .get::<Caller>()
-            .cloned()
-            .unwrap_or(Caller::Unknown);
-        OpLog::start(method, caller.to_string(), &self.in_flight)
+    fn start<T>(&self, request: &Request<T>) -> Access {
+        Access::of(Port::Admin, request)
     }
 }
 
-/// Finishes the audit line and turns the result into the answer.
-fn answer<T>(op: OpLog, result: Result<T, AdminError>) -> Result<Response<T>, Status> {
-    op.finish(&result);
-    result.map(Response::new).map_err(|e| admin_status(&e))
+/// Turns the result into the answer.
+fn answer<T>(_access: Access, result: Result<T, AdminError>) -> Result<Response<T>, Status> {
+    result.map(Response::new).map_err(|e| status_of(&e))
+}
+
+/// Checks `operation` on every object `reference` names, by the usage in its label, in the
+/// same blocking call that then uses them.
+fn check_objects(
+    t: &Token,
+    access: &Access,
+    operation: Operation,
+    reference: &ObjectRef,
+) -> Result<(), KeyError> {
+    let filter = ObjectFilter {
+        kind: Some(reference.kind),
+        id: Some(reference.id.clone()),
+        label: reference.label.clone(),
+        ..ObjectFilter::default()
+    };
+    for object in t.find_objects(&filter)? {
+        let algorithm = object.key_type;
+        let usage = object
+            .reference
+            .label
+            .as_deref()
+            .map(KeyUsage::from_label)
+            .unwrap_or_default();
+        access.check_usage(operation, &usage, algorithm)?;
+    }
+    Ok(())
 }
 
 #[tonic::async_trait]
@@ -64,7 +87,7 @@ impl TokenAdmin for TokenAdminService {
         &self,
         request: Request<pb::ListTokensRequest>,
     ) -> Result<Response<pb::ListTokensResponse>, Status> {
-        let op = self.start("ListTokens", &request);
+        let access = self.start(&request);
         let result = self
             .keys
             .blocking(|t| t.description())
@@ -79,14 +102,14 @@ impl TokenAdmin for TokenAdminService {
                 }],
             })
             .map_err(AdminError::from);
-        answer(op, result)
+        answer(access, result)
     }
 
     async fn list_mechanisms(
         &self,
         request: Request<pb::ListMechanismsRequest>,
     ) -> Result<Response<pb::ListMechanismsResponse>, Status> {
-        let op = self.start("ListMechanisms", &request);
+        let access = self.start(&request);
         let result = self
             .keys
             .blocking(|t| t.list_mechanisms())
@@ -103,14 +126,14 @@ impl TokenAdmin for TokenAdminService {
                     .collect(),
             })
             .map_err(AdminError::from);
-        answer(op, result)
+        answer(access, result)
     }
 
     async fn login(
         &self,
         request: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::LoginResponse>, Status> {
-        let mut op = self.start("Login", &request);
+        let access = self.start(&request);
         let mut req = request.into_inner();
         // Held only in a zeroizing buffer from here on.
         let pin = Zeroizing::new(std::mem::take(&mut req.pin));
@@ -121,23 +144,20 @@ impl TokenAdmin for TokenAdminService {
                 "user_type must be USER or SO".into(),
             )),
         };
-        if let Ok(w) = &who {
-            op.detail(format!("{w:?}"));
-        }
         let result = who
             .and_then(|w| self.pins.check(w, &pin))
             .map(|()| pb::LoginResponse {});
-        answer(op, result)
+        answer(access, result)
     }
 
     async fn find_objects(
         &self,
         request: Request<pb::FindObjectsRequest>,
     ) -> Result<Response<pb::FindObjectsResponse>, Status> {
-        let mut op = self.start("FindObjects", &request);
+        let access = self.start(&request);
         let req = request.into_inner();
-        op.usage(&req.gun, &req.role);
-        op.key_id(&req.tuf_key_id);
+        access.facts.usage(&req.gun, &req.role);
+        access.facts.key_id(&req.tuf_key_id);
         let filter = (|| -> Result<ObjectFilter, AdminError> {
             Ok(ObjectFilter {
                 kind: kind_from_wire(req.class)?,
@@ -160,36 +180,31 @@ impl TokenAdmin for TokenAdminService {
         .map(|objects| pb::FindObjectsResponse {
             objects: objects.into_iter().map(object_to_wire).collect(),
         });
-        answer(op, result)
+        answer(access, result)
     }
 
     async fn generate_key_pair(
         &self,
         request: Request<pb::GenerateKeyPairRequest>,
     ) -> Result<Response<pb::GenerateKeyPairResponse>, Status> {
-        let mut op = self.start("GenerateKeyPair", &request);
+        let access = self.start(&request);
         let req = request.into_inner();
-        op.usage(&req.gun, &req.role);
+        access.facts.usage(&req.gun, &req.role);
         let spec = (|| -> Result<KeySpec, AdminError> {
             let algorithm = key_type_from_wire(req.key_type)?.ok_or_else(|| {
                 AdminError::InvalidArgument("key_type is required: EC_P256, ED25519 or RSA".into())
             })?;
             let naming = match (req.id.is_empty(), req.label.is_empty()) {
-                (true, true) => KeyNaming::Tuf(KeyUsage {
-                    gun: req.gun.clone(),
-                    role: req.role.clone(),
-                }),
+                (true, true) => {
+                    KeyNaming::Tuf(KeyUsage::new(KeyDomain::Admin, &req.gun, &req.role))
+                }
                 (true, false) => KeyNaming::TufId {
                     label: req.label.clone(),
                 },
                 (false, _) => KeyNaming::Fixed {
                     id: req.id.clone(),
                     label: if req.label.is_empty() {
-                        KeyUsage {
-                            gun: req.gun.clone(),
-                            role: req.role.clone(),
-                        }
-                        .label()
+                        KeyUsage::new(KeyDomain::Admin, &req.gun, &req.role).label()
                     } else {
                         req.label.clone()
                     },
@@ -203,29 +218,39 @@ impl TokenAdmin for TokenAdminService {
         })();
         let result = match spec {
             Ok(spec) => {
-                op.detail(spec.algorithm.to_string());
-                self.keys
-                    .blocking(move |t| t.generate_key_pair(&spec))
-                    .await
-                    .map_err(AdminError::from)
+                access.facts.algorithm(spec.algorithm.as_str());
+                let usage = match &spec.naming {
+                    KeyNaming::Tuf(usage) => usage.clone(),
+                    KeyNaming::TufId { label } | KeyNaming::Fixed { label, .. } => {
+                        KeyUsage::from_label(label)
+                    }
+                };
+                match access.check_usage(Operation::Generate, &usage, Some(spec.algorithm)) {
+                    Ok(()) => self
+                        .keys
+                        .blocking(move |t| t.generate_key_pair(&spec))
+                        .await
+                        .map_err(AdminError::from),
+                    Err(e) => Err(e.into()),
+                }
             }
             Err(e) => Err(e),
         };
         if let Ok((private, _)) = &result {
-            op.key_id(&audit_id(&private.reference.id));
+            access.facts.key_id(&audit_id(&private.reference.id));
         }
         let result = result.map(|(private, public)| pb::GenerateKeyPairResponse {
             private_key: Some(object_to_wire(private)),
             public_key: Some(object_to_wire(public)),
         });
-        answer(op, result)
+        answer(access, result)
     }
 
     async fn sign(
         &self,
         request: Request<pb::SignRequest>,
     ) -> Result<Response<pb::SignResponse>, Status> {
-        let mut op = self.start("Sign", &request);
+        let access = self.start(&request);
         let req = request.into_inner();
         let pss = req.pss.map(|p| PssParams {
             hash: p.hash_mechanism,
@@ -239,56 +264,68 @@ impl TokenAdmin for TokenAdminService {
         });
         let result = match parsed {
             Ok((key, mechanism)) => {
-                op.key_id(&audit_id(&key.id));
+                access.facts.key_id(&audit_id(&key.id));
                 if let Some(label) = &key.label {
                     let usage = KeyUsage::from_label(label);
-                    op.usage(&usage.gun, &usage.role);
+                    access.facts.usage(&usage.gun, &usage.role);
                 }
-                op.detail(mechanism.name().to_owned());
+                access.facts.algorithm(mechanism.name());
+                access.facts.content(&req.data);
                 let data = req.data;
+                let checked = access.clone();
                 self.keys
-                    .blocking(move |t| t.sign_with(&key, mechanism, &data))
+                    .blocking_with(move |t| {
+                        check_objects(t, &checked, Operation::Sign, &key)?;
+                        Ok::<_, KeyError>(t.sign_with(&key, mechanism, &data)?)
+                    })
                     .await
                     .map_err(AdminError::from)
             }
             Err(e) => Err(e),
         }
         .map(|signature| pb::SignResponse { signature });
-        answer(op, result)
+        answer(access, result)
     }
 
     async fn store_certificate(
         &self,
         request: Request<pb::StoreCertificateRequest>,
     ) -> Result<Response<pb::Object>, Status> {
-        let mut op = self.start("StoreCertificate", &request);
+        let access = self.start(&request);
         let req = request.into_inner();
         let usage = KeyUsage::from_label(&req.label);
-        op.usage(&usage.gun, &usage.role);
-        op.detail("certificate".into());
+        access.facts.usage(&usage.gun, &usage.role);
         let id = (!req.id.is_empty()).then_some(req.id);
-        let result = self
-            .keys
-            .blocking(move |t| t.store_certificate(id, &req.label, &req.certificate_der))
-            .await
-            .map_err(AdminError::from);
+        let result = match access.check_usage(Operation::Certificates, &usage, None) {
+            Ok(()) => self
+                .keys
+                .blocking(move |t| t.store_certificate(id, &req.label, &req.certificate_der))
+                .await
+                .map_err(AdminError::from),
+            Err(e) => Err(e.into()),
+        };
         if let Ok(o) = &result {
-            op.key_id(&audit_id(&o.reference.id));
+            access.facts.key_id(&audit_id(&o.reference.id));
         }
-        answer(op, result.map(object_to_wire))
+        answer(access, result.map(object_to_wire))
     }
 
     async fn import_private_key(
         &self,
         request: Request<pb::ImportPrivateKeyRequest>,
     ) -> Result<Response<pb::ImportPrivateKeyResponse>, Status> {
-        let mut op = self.start("ImportPrivateKey", &request);
+        let access = self.start(&request);
         let mut req = request.into_inner();
         // The only copy signerd keeps of the key: zeroized when the import is done.
         let pkcs8_der = Zeroizing::new(std::mem::take(&mut req.pkcs8_der));
         let usage = KeyUsage::from_label(&req.label);
-        op.usage(&usage.gun, &usage.role);
-        let result = match key_type_from_wire(req.key_type) {
+        access.facts.usage(&usage.gun, &usage.role);
+        let result = match key_type_from_wire(req.key_type).and_then(|expected| {
+            access
+                .check_usage(Operation::Import, &usage, expected)
+                .map(|()| expected)
+                .map_err(AdminError::from)
+        }) {
             Ok(expected) => {
                 let import = PrivateKeyImport {
                     id: (!req.id.is_empty()).then_some(req.id),
@@ -304,30 +341,33 @@ impl TokenAdmin for TokenAdminService {
             Err(e) => Err(e),
         };
         if let Ok((private, _)) = &result {
-            op.key_id(&audit_id(&private.reference.id));
+            access.facts.key_id(&audit_id(&private.reference.id));
             if let Some(k) = private.key_type {
-                op.detail(k.to_string());
+                access.facts.algorithm(k.as_str());
             }
         }
         let result = result.map(|(private, public)| pb::ImportPrivateKeyResponse {
             private_key: Some(object_to_wire(private)),
             public_key: Some(object_to_wire(public)),
         });
-        answer(op, result)
+        answer(access, result)
     }
 
     async fn destroy_object(
         &self,
         request: Request<pb::DestroyObjectRequest>,
     ) -> Result<Response<pb::DestroyObjectResponse>, Status> {
-        let mut op = self.start("DestroyObject", &request);
+        let access = self.start(&request);
         let req = request.into_inner();
         let result = match reference_from_wire(req.r#ref) {
             Ok(reference) => {
-                op.key_id(&audit_id(&reference.id));
-                op.detail(reference.kind.uri_type().to_owned());
+                access.facts.key_id(&audit_id(&reference.id));
+                let checked = access.clone();
                 self.keys
-                    .blocking(move |t| t.destroy_objects(&reference))
+                    .blocking_with(move |t| {
+                        check_objects(t, &checked, Operation::Delete, &reference)?;
+                        Ok::<_, KeyError>(t.destroy_objects(&reference)?)
+                    })
                     .await
                     .map_err(AdminError::from)
             }
@@ -336,6 +376,6 @@ impl TokenAdmin for TokenAdminService {
         .map(|n| pb::DestroyObjectResponse {
             destroyed: u32::try_from(n).unwrap_or(u32::MAX),
         });
-        answer(op, result)
+        answer(access, result)
     }
 }

@@ -1,23 +1,26 @@
 //! Where the admin API is served: its own gRPC server on the Unix socket, and beside the Notary
-//! services on the mTLS port when admin client certificates are configured.
+//! services on the mTLS port when a rule names client certificates for the admin port.
 
 use tokio::net::UnixListener;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::Server;
 
+use signerd_proto::admin::token_admin_server::TokenAdminServer;
+
 use super::login::LoginPins;
-use super::policy::AdminPolicy;
 use super::service::TokenAdminService;
 use super::socket::SocketFile;
-use super::{stack, AdminStack};
-use crate::grpc::inflight::InFlight;
+use crate::audit::Port;
+use crate::edge::{Edge, Edged};
 use crate::keys::KeyStore;
 
-/// The admin API as configured: policy, login PINs, and the bound socket (if any).
+/// The admin service behind the edge, ready for `add_service`.
+pub type AdminStack = Edged<TokenAdminServer<TokenAdminService>>;
+
+/// The admin API as configured: login PINs, and the bound socket (if any).
 #[derive(Debug)]
 pub struct AdminServing {
-    policy: AdminPolicy,
     pins: LoginPins,
     socket: Option<(UnixListener, SocketFile)>,
 }
@@ -31,45 +34,33 @@ pub struct SocketServer {
 }
 
 impl AdminServing {
-    /// The admin API with `policy` and `pins`, on `socket` when one is bound.
-    pub fn new(
-        policy: AdminPolicy,
-        pins: LoginPins,
-        socket: Option<(UnixListener, SocketFile)>,
-    ) -> AdminServing {
-        AdminServing {
-            policy,
-            pins,
-            socket,
-        }
+    /// The admin API checking logins against `pins`, on `socket` when one is bound.
+    pub fn new(pins: LoginPins, socket: Option<(UnixListener, SocketFile)>) -> AdminServing {
+        AdminServing { pins, socket }
     }
 
-    fn stack(&self, keys: &KeyStore, in_flight: &InFlight) -> AdminStack {
-        let service = TokenAdminService::new(keys.clone(), self.pins.clone(), in_flight.clone());
-        stack(service, self.policy.clone())
+    fn stack(&self, keys: &KeyStore, edge: &Edge) -> AdminStack {
+        let service = TokenAdminService::new(keys.clone(), self.pins.clone());
+        edge.wrap(Port::Admin, TokenAdminServer::new(service))
     }
 
-    /// The service for the mTLS port, when any admin client certificate is configured.
-    pub fn tls_service(&self, keys: &KeyStore, in_flight: &InFlight) -> Option<AdminStack> {
-        self.policy
-            .has_admin_clients()
-            .then(|| self.stack(keys, in_flight))
+    /// The service for the mTLS port, when a rule (or `admin.admin_clients`) names client
+    /// certificates for the admin port at startup.
+    pub fn tls_service(&self, keys: &KeyStore, edge: &Edge) -> Option<AdminStack> {
+        edge.policy()
+            .current()
+            .admin_on_tls()
+            .then(|| self.stack(keys, edge))
     }
 
-    /// Starts serving on the socket (if bound); stop it with [`SocketServer::drain`].
-    pub fn spawn_socket(
-        self,
-        keys: &KeyStore,
-        in_flight: &InFlight,
-        audit: crate::audit::wire::TrailLayer,
-    ) -> Option<SocketServer> {
-        let service = self.stack(keys, in_flight);
+    /// Starts serving on the socket (if bound); stop it with [`SocketServer::stop_accepting`].
+    pub fn spawn_socket(self, keys: &KeyStore, edge: &Edge) -> Option<SocketServer> {
+        let service = self.stack(keys, edge);
         let (listener, file) = self.socket?;
-        tracing::info!(socket = %file.path().display(), policy = %self.policy.describe(), "admin API on the Unix socket");
+        tracing::info!(socket = %file.path().display(), policy = %edge.policy().current().describe(), "admin API on the Unix socket");
         let (drain, drained) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(
             Server::builder()
-                .layer(audit)
                 .add_service(service)
                 .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
                     let _ = drained.await;
@@ -84,7 +75,7 @@ impl AdminServing {
 }
 
 impl SocketServer {
-    /// Stops accepting connections; requests in flight are counted in the shared [`InFlight`]
+    /// Stops accepting connections; requests in flight are counted in the edge's [`crate::edge::inflight::InFlight`]
     /// and finish while the caller waits for it.
     pub fn stop_accepting(&mut self) {
         if let Some(drain) = self.drain.take() {

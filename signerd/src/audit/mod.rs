@@ -13,7 +13,6 @@ pub mod line;
 pub mod record;
 pub mod trail;
 pub mod verify;
-pub mod wire;
 
 pub use record::{AuditRecord, AuditSink, AuditUnavailable, Outcome, Port};
 pub use trail::AuditTrail;

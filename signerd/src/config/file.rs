@@ -32,6 +32,10 @@ pub struct FileConfig {
     pub admin: AdminSection,
     /// `[audit]`: the tamper-evident audit trail.
     pub audit: crate::audit::config::AuditSection,
+    /// `[[policy]]`: who may do what with which key, on both ports (docs/policy.md). Not an
+    /// env-overridable field: a rule list is only written in the file.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub policy: Vec<crate::edge::policy::config::PolicyRule>,
 }
 
 /// The sections whose fields the environment can set, in the order they are read.
@@ -277,6 +281,7 @@ mod tests {
                 checkpoint_every_secs: Some(1),
                 rotate_bytes: Some(1),
             },
+            policy: Vec::new(),
         }
     }
 

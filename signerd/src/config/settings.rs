@@ -265,6 +265,11 @@ impl FileConfig {
             so_pin: a.so_pin_file.clone().map(PinSource::File),
         };
 
+        errors.extend(
+            crate::edge::policy::config::validate(&self.policy)
+                .into_iter()
+                .map(ConfigError),
+        );
         let audit = self.audit.resolve().unwrap_or_else(|errs| {
             errors.extend(errs.into_iter().map(ConfigError));
             None

@@ -1,7 +1,9 @@
 //! `grpc.health.v1.Health`: SERVING only while the token answers a live probe (not a cached
-//! flag), for the names notary-server asks about and for the whole server (`""`).
+//! flag) and the audit sink can take records, for the names notary-server asks about and for
+//! the whole server (`""`).
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use signerd_proto::health::health_check_response::ServingStatus;
@@ -9,6 +11,7 @@ use signerd_proto::health::health_server::Health;
 use signerd_proto::health::{HealthCheckRequest, HealthCheckResponse};
 use tonic::{Request, Response, Status};
 
+use crate::audit::AuditSink;
 use crate::keys::KeyStore;
 
 /// Service names answered. notary-server asks for the first two.
@@ -23,11 +26,11 @@ pub const SERVICES: &[&str] = &[
 /// How long a probe may take before the answer is NOT_SERVING.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Health over the token probe.
+/// Health over the token probe and the audit sink.
 #[derive(Clone)]
 pub struct TokenHealth {
     keys: KeyStore,
-    audit: Option<std::sync::Arc<dyn crate::audit::AuditSink>>,
+    audit: Arc<dyn AuditSink>,
 }
 
 impl std::fmt::Debug for TokenHealth {
@@ -39,18 +42,10 @@ impl std::fmt::Debug for TokenHealth {
 }
 
 impl TokenHealth {
-    /// Health of the token behind `keys`.
-    pub fn new(keys: KeyStore) -> TokenHealth {
-        TokenHealth { keys, audit: None }
-    }
-
-    /// Also NOT_SERVING while `audit` cannot take records (key operations fail closed then).
-    pub fn with_audit(
-        mut self,
-        audit: Option<std::sync::Arc<dyn crate::audit::AuditSink>>,
-    ) -> TokenHealth {
-        self.audit = audit;
-        self
+    /// Health of the token behind `keys` and of the `audit` sink (key operations fail closed
+    /// while it cannot take records, so health says so too).
+    pub fn new(keys: KeyStore, audit: Arc<dyn AuditSink>) -> TokenHealth {
+        TokenHealth { keys, audit }
     }
 }
 
@@ -66,12 +61,8 @@ impl Health for TokenHealth {
                 "unknown service {service:?}; ask for one of {SERVICES:?}"
             )));
         }
-        if let Some(Err(reason)) = self.audit.as_ref().map(|a| a.health()) {
-            tracing::warn!(
-                service,
-                reason,
-                "health: NOT_SERVING: key operations are refused"
-            );
+        if let Err(reason) = self.audit.health() {
+            tracing::warn!(service, %reason, "health: the audit trail cannot be written; key operations are refused");
             return Ok(Response::new(HealthCheckResponse {
                 status: ServingStatus::NotServing as i32,
             }));

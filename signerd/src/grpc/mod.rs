@@ -1,8 +1,5 @@
-//! The gRPC edge: the Notary signer services and health, over the token layer.
+//! The Notary signer services and health, over the token layer, behind the shared edge
+//! ([`crate::edge`]).
 
 pub mod health;
-pub mod identity;
-pub mod inflight;
 pub mod notary;
-pub mod oplog;
-pub mod status;

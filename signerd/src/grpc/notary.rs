@@ -1,5 +1,9 @@
 //! `proto.KeyManagement` and `proto.Signer`: the Notary signer protocol, answered exactly as the
 //! Go notary-signer answers it (see NOTARY-INTEROP.md), with keys in the token.
+//!
+//! The edge in front identified the caller, records the call and checked the operation; the
+//! key store checks the key itself against the caller's [`Access`]. Keys made here are marked
+//! as the Notary domain's on the token objects.
 
 use signerd_proto::notary::key_management_server::KeyManagement;
 use signerd_proto::notary::signer_server::Signer;
@@ -7,26 +11,25 @@ use signerd_proto::notary::{
     Algorithm, CreateKeyRequest, GetKeyInfoResponse, KeyId as KeyIdMsg, KeyInfo as KeyInfoMsg,
     PublicKey, Signature as SignatureMsg, SignatureRequest, Void,
 };
-use signerd_token::{KeyAlgorithm, KeyId, KeyInfo, KeyUsage, TokenError};
+use signerd_token::{KeyAlgorithm, KeyDomain, KeyId, KeyInfo, KeyUsage, TokenError};
 use tonic::{Request, Response, Status};
 
-use super::identity::client_subject;
-use super::inflight::InFlight;
-use super::oplog::OpLog;
-use super::status::to_status;
+use crate::audit::Port;
+use crate::edge::error::KeyError;
+use crate::edge::status::status_of;
+use crate::edge::Access;
 use crate::keys::KeyStore;
 
 /// The Notary signer services over a [`KeyStore`].
 #[derive(Clone, Debug)]
 pub struct NotarySigner {
     keys: KeyStore,
-    in_flight: InFlight,
 }
 
 impl NotarySigner {
-    /// Serves the keys of `keys`, counting operations in `in_flight`.
-    pub fn new(keys: KeyStore, in_flight: InFlight) -> NotarySigner {
-        NotarySigner { keys, in_flight }
+    /// Serves the keys of `keys`.
+    pub fn new(keys: KeyStore) -> NotarySigner {
+        NotarySigner { keys }
     }
 }
 
@@ -57,28 +60,18 @@ impl KeyManagement for NotarySigner {
         &self,
         request: Request<CreateKeyRequest>,
     ) -> Result<Response<PublicKey>, Status> {
-        let mut op = OpLog::start("CreateKey", client_subject(&request), &self.in_flight);
+        let access = Access::of(Port::Notary, &request);
         let req = request.into_inner();
-        op.usage(&req.gun, &req.role);
-        let result = match req.algorithm.parse::<KeyAlgorithm>() {
+        access.facts.usage(&req.gun, &req.role);
+        access.facts.algorithm(&req.algorithm);
+        let key = match req.algorithm.parse::<KeyAlgorithm>() {
             Ok(algorithm) => {
-                self.keys
-                    .create(
-                        algorithm,
-                        KeyUsage {
-                            gun: req.gun,
-                            role: req.role,
-                        },
-                    )
-                    .await
+                let usage = KeyUsage::new(KeyDomain::Notary, req.gun, req.role);
+                self.keys.create(&access, algorithm, usage).await
             }
-            Err(e) => Err(e),
-        };
-        if let Ok(key) = &result {
-            op.key(key);
+            Err(e) => Err(KeyError::from(e)),
         }
-        op.finish(&result);
-        let key = result.map_err(|e| to_status(&e))?;
+        .map_err(|e| status_of(&e))?;
         Ok(Response::new(PublicKey {
             key_info: Some(key_info_msg(&key)),
             public_key: key.public_key,
@@ -86,34 +79,29 @@ impl KeyManagement for NotarySigner {
     }
 
     async fn delete_key(&self, request: Request<KeyIdMsg>) -> Result<Response<Void>, Status> {
-        let mut op = OpLog::start("DeleteKey", client_subject(&request), &self.in_flight);
-        op.key_id(&request.get_ref().id);
-        let result = match requested_id(Some(request.get_ref())) {
-            Ok(id) => self.keys.delete(id).await,
-            Err(e) => Err(e),
-        };
-        op.finish(&result);
-        // Deleting a key that does not exist succeeds, as with the Go signer.
-        result
-            .map(|_| Response::new(Void {}))
-            .map_err(|e| to_status(&e))
+        let access = Access::of(Port::Notary, &request);
+        access.facts.key_id(&request.get_ref().id);
+        // Deleting a key that does not exist succeeds, as with the Go signer; so does deleting
+        // one out of reach, which stays.
+        match requested_id(Some(request.get_ref())) {
+            Ok(id) => self.keys.delete(&access, id).await,
+            Err(e) => Err(e.into()),
+        }
+        .map(|_| Response::new(Void {}))
+        .map_err(|e| status_of(&e))
     }
 
     async fn get_key_info(
         &self,
         request: Request<KeyIdMsg>,
     ) -> Result<Response<GetKeyInfoResponse>, Status> {
-        let mut op = OpLog::start("GetKeyInfo", client_subject(&request), &self.in_flight);
-        op.key_id(&request.get_ref().id);
-        let result = match requested_id(Some(request.get_ref())) {
-            Ok(id) => self.keys.info(id).await,
-            Err(e) => Err(e),
-        };
-        if let Ok(key) = &result {
-            op.key(key);
+        let access = Access::of(Port::Notary, &request);
+        access.facts.key_id(&request.get_ref().id);
+        let key = match requested_id(Some(request.get_ref())) {
+            Ok(id) => self.keys.info(&access, id).await,
+            Err(e) => Err(e.into()),
         }
-        op.finish(&result);
-        let key = result.map_err(|e| to_status(&e))?;
+        .map_err(|e| status_of(&e))?;
         Ok(Response::new(GetKeyInfoResponse {
             key_info: Some(key_info_msg(&key)),
             role: key.usage.role.clone(),
@@ -128,20 +116,16 @@ impl Signer for NotarySigner {
         &self,
         request: Request<SignatureRequest>,
     ) -> Result<Response<SignatureMsg>, Status> {
-        let mut op = OpLog::start("Sign", client_subject(&request), &self.in_flight);
+        let access = Access::of(Port::Notary, &request);
         let req = request.into_inner();
         if let Some(id) = &req.key_id {
-            op.key_id(&id.id);
+            access.facts.key_id(&id.id);
         }
-        let result = match requested_id(req.key_id.as_ref()) {
-            Ok(id) => self.keys.sign(id, req.content).await,
-            Err(e) => Err(e),
-        };
-        if let Ok(sig) = &result {
-            op.key(&sig.key);
+        let sig = match requested_id(req.key_id.as_ref()) {
+            Ok(id) => self.keys.sign(&access, id, req.content).await,
+            Err(e) => Err(e.into()),
         }
-        op.finish(&result);
-        let sig = result.map_err(|e| to_status(&e))?;
+        .map_err(|e| status_of(&e))?;
         Ok(Response::new(SignatureMsg {
             key_info: Some(key_info_msg(&sig.key)),
             algorithm: Some(Algorithm {

@@ -4,7 +4,9 @@
 //! | --- | --- |
 //! | bad key ID, missing key ID, unsupported algorithm, wrong mechanism for the key, malformed certificate or private key, data the token refuses | INVALID_ARGUMENT |
 //! | admin: malformed request | INVALID_ARGUMENT |
-//! | admin: caller not allowed by policy; Login with a wrong PIN or SO login not enabled | PERMISSION_DENIED |
+//! | caller not allowed by a policy rule; admin Login with a wrong PIN or SO login not enabled | PERMISSION_DENIED |
+//! | a key outside what the caller's port and rules reach (as an absent key) | NOT_FOUND |
+//! | the audit trail cannot be written | UNAVAILABLE |
 //! | admin: the PIN file a Login is checked against cannot be read | FAILED_PRECONDITION |
 //! | unknown key or object | NOT_FOUND |
 //! | token absent, removed, unreachable; module not loadable | UNAVAILABLE |
@@ -15,7 +17,7 @@
 use signerd_token::{ErrorKind, TokenError};
 use tonic::{Code, Status};
 
-use crate::admin::error::AdminError;
+use super::error::KeyError;
 
 /// An error the edge answers with a status: its code, and (by `Display`) the message the
 /// caller sees, which says what to do.
@@ -30,19 +32,18 @@ impl EdgeError for TokenError {
     }
 }
 
-impl EdgeError for AdminError {
+impl EdgeError for KeyError {
     fn code(&self) -> Code {
         match self {
-            AdminError::Token(e) => code_of(e),
-            AdminError::PermissionDenied(_) => Code::PermissionDenied,
-            AdminError::InvalidArgument(_) => Code::InvalidArgument,
-            AdminError::NeedsOperator(_) => Code::FailedPrecondition,
+            KeyError::Token(e) => code_of(e),
+            KeyError::Refused(_) => Code::PermissionDenied,
         }
     }
 }
 
-/// The status for an admin API error.
-pub fn admin_status(e: &AdminError) -> Status {
+/// The status for any error the edge answers; its message is the error's own, which says what
+/// to do.
+pub fn status_of<E: EdgeError + ?Sized>(e: &E) -> Status {
     Status::new(e.code(), e.to_string())
 }
 
@@ -86,21 +87,6 @@ mod tests {
         assert_eq!(
             code_of(&TokenError::PoolExhausted(1)),
             Code::ResourceExhausted
-        );
-    }
-
-    #[test]
-    fn admin_codes() {
-        let denied = AdminError::PermissionDenied("no".into());
-        assert_eq!(admin_status(&denied).code(), Code::PermissionDenied);
-        assert_eq!(admin_status(&denied).message(), "no");
-        let missing = AdminError::Token(TokenError::ObjectNotFound("gone".into()));
-        assert_eq!(admin_status(&missing).code(), Code::NotFound);
-        let bad = AdminError::Token(TokenError::InvalidRequest("x".into()));
-        assert_eq!(admin_status(&bad).code(), Code::InvalidArgument);
-        assert_eq!(
-            admin_status(&AdminError::NeedsOperator("pin file".into())).code(),
-            Code::FailedPrecondition
         );
     }
 }

@@ -1,0 +1,515 @@
+//! The audit layer: one [`AuditRecord`] per call on either port, allowed, refused, failed or
+//! cancelled, handed to the [`AuditSink`] and awaited before the reply leaves. A sink that
+//! cannot take the record turns the reply into UNAVAILABLE (fail closed).
+//!
+//! The service fills what it learns of the key (ID, GUN, role, algorithm, SHA-256 of the
+//! content, the rule that allowed it) into the request's [`OpFacts`], an extension this layer
+//! inserts, so nothing is threaded by hand. A call whose client goes away before the answer is
+//! recorded as cancelled when its future is dropped. The layer also counts calls in flight, so
+//! shutdown waits for exactly those.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime};
+
+use sha2::{Digest, Sha256};
+use signerd_token::KeyInfo;
+use tonic::server::NamedService;
+use tonic::Code;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::identity::Caller;
+use super::inflight::{InFlight, InFlightGuard};
+use crate::audit::{AuditRecord, AuditSink, AuditUnavailable, Outcome, Port};
+
+/// What the service learned of a call's key, filled while it runs.
+#[derive(Clone, Debug, Default)]
+pub struct Facts {
+    /// TUF key ID (hex) or object reference.
+    pub key_id: Option<String>,
+    /// Repository.
+    pub gun: Option<String>,
+    /// Role.
+    pub role: Option<String>,
+    /// Algorithm, or the admin mechanism.
+    pub algorithm: Option<String>,
+    /// SHA-256 of the content signed.
+    pub content_sha256: Option<[u8; 32]>,
+    /// The rule that allowed or refused the call.
+    pub rule: Option<String>,
+    /// A policy refused the call.
+    pub denied: bool,
+}
+
+/// The request extension through which the service tells the audit layer about the key.
+/// Cheap to clone; the lock is held only to copy a field in or out, never across an await.
+#[derive(Clone, Debug, Default)]
+pub struct OpFacts(Arc<Mutex<Facts>>);
+
+impl OpFacts {
+    /// The facts of the request these extensions belong to (a detached set when the audit
+    /// layer is not in front, as in unit tests).
+    pub fn of_extensions(extensions: &http::Extensions) -> OpFacts {
+        extensions.get::<OpFacts>().cloned().unwrap_or_default()
+    }
+
+    /// The facts of a tonic request.
+    pub fn of<T>(request: &tonic::Request<T>) -> OpFacts {
+        OpFacts::of_extensions(request.extensions())
+    }
+
+    fn with(&self, f: impl FnOnce(&mut Facts)) {
+        f(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    fn snapshot(&self) -> Facts {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The key the call names (as the caller wrote it, shortened).
+    pub fn key_id(&self, id: &str) {
+        let id: String = id.chars().take(80).collect();
+        self.with(|f| f.key_id = Some(id));
+    }
+
+    /// Repository and role (from the request or the key found).
+    pub fn usage(&self, gun: &str, role: &str) {
+        self.with(|f| {
+            f.gun = Some(gun.to_owned());
+            f.role = Some(role.to_owned());
+        });
+    }
+
+    /// The algorithm or mechanism.
+    pub fn algorithm(&self, algorithm: &str) {
+        self.with(|f| f.algorithm = Some(algorithm.to_owned()));
+    }
+
+    /// Everything known of a key.
+    pub fn key(&self, key: &KeyInfo) {
+        self.with(|f| {
+            f.key_id = Some(key.id.to_string());
+            f.gun = Some(key.usage.gun.clone());
+            f.role = Some(key.usage.role.clone());
+            f.algorithm = Some(key.algorithm.as_str().to_owned());
+        });
+    }
+
+    /// The content signed, recorded by its SHA-256 only.
+    pub fn content(&self, content: &[u8]) {
+        let digest: [u8; 32] = Sha256::digest(content).into();
+        self.with(|f| f.content_sha256 = Some(digest));
+    }
+
+    /// The rule that allowed the call.
+    pub fn rule(&self, rule: &str) {
+        self.with(|f| f.rule = Some(rule.to_owned()));
+    }
+
+    /// A policy refused the call (by `rule`, when one decided).
+    pub fn deny(&self, rule: Option<&str>) {
+        self.with(|f| {
+            f.denied = true;
+            f.rule = rule.map(str::to_owned);
+        });
+    }
+}
+
+/// The default sink until an audit file is configured: the operational log line under the
+/// `signerd::keyop` target (one per call; never a PIN, key bytes or content).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LogSink;
+
+impl AuditSink for LogSink {
+    fn record(
+        &self,
+        r: AuditRecord,
+    ) -> Pin<Box<dyn Future<Output = Result<(), AuditUnavailable>> + Send + 'static>> {
+        // Microsecond resolution is plenty, and keeps the lines short.
+        let duration_ms = r.duration_us as f64 / 1000.0;
+        let method = r.method.as_str();
+        let port = r.port.as_str();
+        let client = r.identity.as_str();
+        let key_id = r.key_id.as_deref().unwrap_or_default();
+        let gun = r.gun.as_deref().unwrap_or_default();
+        let role = r.role.as_deref().unwrap_or_default();
+        // The admin API's lines have always called the mechanism `detail`.
+        let detail = r.algorithm.as_deref();
+        let rule = r.rule.as_deref();
+        let content_sha256 = r.content_sha256.map(hex::encode);
+        let content_sha256 = content_sha256.as_deref();
+        let outcome = match &r.outcome {
+            Outcome::Denied => "PermissionDenied",
+            other => other.as_str(),
+        };
+        let error = r.error.as_deref();
+        match &r.outcome {
+            Outcome::Ok => {
+                tracing::info!(target: "signerd::keyop", method, port, key_id, gun, role, client, detail, content_sha256, rule, outcome, duration_ms)
+            }
+            Outcome::Denied | Outcome::Cancelled => {
+                tracing::warn!(target: "signerd::keyop", method, port, key_id, gun, role, client, detail, rule, outcome, duration_ms, error)
+            }
+            Outcome::Failed(code)
+                if matches!(
+                    code.as_str(),
+                    "Internal" | "Unavailable" | "FailedPrecondition" | "PermissionDenied"
+                ) =>
+            {
+                tracing::warn!(target: "signerd::keyop", method, port, key_id, gun, role, client, detail, rule, outcome, duration_ms, error)
+            }
+            Outcome::Failed(_) => {
+                tracing::info!(target: "signerd::keyop", method, port, key_id, gun, role, client, detail, rule, outcome, duration_ms, error)
+            }
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+/// Records every call on `port` in `sink`, counting it in `in_flight` while it runs.
+#[derive(Clone)]
+pub struct AuditLayer {
+    port: Port,
+    sink: Arc<dyn AuditSink>,
+    in_flight: InFlight,
+}
+
+impl std::fmt::Debug for AuditLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLayer")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuditLayer {
+    /// The audit layer for `port`.
+    pub fn new(port: Port, sink: Arc<dyn AuditSink>, in_flight: InFlight) -> AuditLayer {
+        AuditLayer {
+            port,
+            sink,
+            in_flight,
+        }
+    }
+}
+
+impl<S> Layer<S> for AuditLayer {
+    type Service = Audited<S>;
+
+    fn layer(&self, inner: S) -> Audited<S> {
+        Audited {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service [`AuditLayer`] makes.
+#[derive(Clone)]
+pub struct Audited<S> {
+    inner: S,
+    layer: AuditLayer,
+}
+
+impl<S> std::fmt::Debug for Audited<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.layer.fmt(f)
+    }
+}
+
+/// A call being audited; dropped before [`Pending::finish`] (client gone, deadline passed, the
+/// server aborted it), it records the call as cancelled on a spawned task.
+struct Pending {
+    port: Port,
+    sink: Arc<dyn AuditSink>,
+    time: SystemTime,
+    started: Instant,
+    identity: String,
+    method: String,
+    facts: OpFacts,
+    done: bool,
+    _in_flight: InFlightGuard,
+}
+
+impl Pending {
+    fn record(&self, outcome: Outcome, error: Option<String>) -> AuditRecord {
+        let f = self.facts.snapshot();
+        let outcome = match outcome {
+            Outcome::Failed(code) if f.denied && code == "PermissionDenied" => Outcome::Denied,
+            other => other,
+        };
+        AuditRecord {
+            time: self.time,
+            port: self.port,
+            identity: self.identity.clone(),
+            method: self.method.clone(),
+            key_id: f.key_id,
+            gun: f.gun,
+            role: f.role,
+            algorithm: f.algorithm,
+            content_sha256: f.content_sha256,
+            outcome,
+            rule: f.rule,
+            duration_us: u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            error,
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let record = self.record(
+            Outcome::Cancelled,
+            Some("the client went away or the deadline passed before the answer".into()),
+        );
+        let sink = Arc::clone(&self.sink);
+        // Drop runs inside the runtime (tonic drops the handler future there); without one
+        // there is nowhere to write from, and the process is going away.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = sink.record(record).await {
+                    tracing::error!(error = %e, "a cancelled call could not be audited");
+                }
+            });
+        }
+    }
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S> Service<http::Request<tonic::body::Body>> for Audited<S>
+where
+    S: Service<http::Request<tonic::body::Body>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<tonic::body::Body>) -> Self::Future {
+        let method = request
+            .uri()
+            .path()
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        // Health is probed every few seconds by notary-server: not a key operation.
+        if request.uri().path().starts_with("/grpc.health.") {
+            return Box::pin(self.inner.call(request));
+        }
+        let facts = OpFacts::default();
+        request.extensions_mut().insert(facts.clone());
+        let mut pending = Pending {
+            port: self.layer.port,
+            sink: Arc::clone(&self.layer.sink),
+            time: SystemTime::now(),
+            started: Instant::now(),
+            identity: Caller::from_extensions(request.extensions()).to_string(),
+            method,
+            facts,
+            done: false,
+            _in_flight: self.layer.in_flight.enter(),
+        };
+        let call = self.inner.call(request);
+        Box::pin(async move {
+            let response = call.await?;
+            let (outcome, error) = match tonic::Status::from_header_map(response.headers()) {
+                Some(s) if s.code() != Code::Ok => (
+                    Outcome::Failed(format!("{:?}", s.code())),
+                    Some(s.message().to_owned()),
+                ),
+                // A unary OK carries its status in the trailers, after the body.
+                _ => (Outcome::Ok, None),
+            };
+            let record = pending.record(outcome, error);
+            pending.done = true;
+            match pending.sink.record(record).await {
+                Ok(()) => Ok(response),
+                Err(e) => {
+                    tracing::error!(error = %e, "refusing the answer: it could not be audited");
+                    Ok(tonic::Status::unavailable(e.to_string()).into_http())
+                }
+            }
+        })
+    }
+}
+
+impl<S: NamedService> NamedService for Audited<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex as StdMutex;
+
+    /// A sink that keeps records in memory, or refuses them.
+    #[derive(Default)]
+    struct Memory {
+        records: StdMutex<Vec<AuditRecord>>,
+        broken: bool,
+    }
+
+    impl AuditSink for Arc<Memory> {
+        fn record(
+            &self,
+            record: AuditRecord,
+        ) -> Pin<Box<dyn Future<Output = Result<(), AuditUnavailable>> + Send + 'static>> {
+            let result = if self.broken {
+                Err(AuditUnavailable {
+                    reason: "disk full".into(),
+                })
+            } else {
+                self.records.lock().unwrap().push(record);
+                Ok(())
+            };
+            Box::pin(std::future::ready(result))
+        }
+    }
+
+    /// An inner service that fills the facts, then answers `status` (after `wait`).
+    #[derive(Clone)]
+    struct Handler {
+        status: Code,
+        wait: Option<Arc<tokio::sync::Notify>>,
+    }
+
+    impl Service<http::Request<tonic::body::Body>> for Handler {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = std::convert::Infallible;
+        type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+            let facts = OpFacts::of_extensions(request.extensions());
+            facts.key_id("abc");
+            facts.usage("example.com/app", "timestamp");
+            facts.content(b"payload");
+            facts.rule("builtin:notary-server");
+            let status = self.status;
+            let wait = self.wait.clone();
+            Box::pin(async move {
+                if let Some(w) = wait {
+                    w.notified().await;
+                }
+                Ok(if status == Code::Ok {
+                    http::Response::new(tonic::body::Body::empty())
+                } else {
+                    tonic::Status::new(status, "key not found").into_http()
+                })
+            })
+        }
+    }
+
+    fn request() -> http::Request<tonic::body::Body> {
+        let mut r = http::Request::builder()
+            .uri("/proto.Signer/Sign")
+            .body(tonic::body::Body::empty())
+            .unwrap();
+        r.extensions_mut().insert(Arc::new(Caller::Unknown));
+        r
+    }
+
+    fn stack(memory: &Arc<Memory>, handler: Handler) -> (Audited<Handler>, InFlight) {
+        let in_flight = InFlight::default();
+        let layer = AuditLayer::new(
+            Port::Notary,
+            Arc::new(Arc::clone(memory)),
+            in_flight.clone(),
+        );
+        (layer.layer(handler), in_flight)
+    }
+
+    #[tokio::test]
+    async fn every_outcome_is_recorded_with_the_facts() {
+        let memory = Arc::new(Memory::default());
+        for status in [Code::Ok, Code::NotFound] {
+            let (mut svc, in_flight) = stack(&memory, Handler { status, wait: None });
+            svc.call(request()).await.unwrap();
+            assert_eq!(in_flight.count(), 0);
+        }
+        let records = memory.records.lock().unwrap();
+        assert_eq!(records[0].outcome, Outcome::Ok);
+        assert_eq!(records[0].method, "Sign");
+        assert_eq!(records[0].gun.as_deref(), Some("example.com/app"));
+        assert_eq!(records[0].rule.as_deref(), Some("builtin:notary-server"));
+        assert_eq!(
+            records[0].content_sha256,
+            Some(Sha256::digest(b"payload").into())
+        );
+        assert_eq!(records[1].outcome, Outcome::Failed("NotFound".into()));
+        assert_eq!(records[1].error.as_deref(), Some("key not found"));
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_call_is_recorded() {
+        let memory = Arc::new(Memory::default());
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let (mut svc, in_flight) = stack(
+            &memory,
+            Handler {
+                status: Code::Ok,
+                wait: Some(gate),
+            },
+        );
+        let call = svc.call(request());
+        // Start it, then drop it unanswered as hyper does when the client resets the stream.
+        let mut call = Box::pin(call);
+        assert!(futures_poll_once(&mut call).await.is_none());
+        assert_eq!(in_flight.count(), 1);
+        drop(call);
+        assert_eq!(in_flight.count(), 0);
+        for _ in 0..100 {
+            if !memory.records.lock().unwrap().is_empty() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let records = memory.records.lock().unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].outcome, Outcome::Cancelled);
+        assert_eq!(records[0].key_id.as_deref(), Some("abc"));
+    }
+
+    #[tokio::test]
+    async fn a_sink_that_fails_turns_the_answer_unavailable() {
+        let memory = Arc::new(Memory {
+            broken: true,
+            ..Memory::default()
+        });
+        let (mut svc, _) = stack(
+            &memory,
+            Handler {
+                status: Code::Ok,
+                wait: None,
+            },
+        );
+        let response = svc.call(request()).await.unwrap();
+        let status = tonic::Status::from_header_map(response.headers()).unwrap();
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(status.message().contains("disk full"), "{status:?}");
+    }
+
+    async fn futures_poll_once<F: Future + Unpin>(f: &mut F) -> Option<F::Output> {
+        std::future::poll_fn(|cx| match Pin::new(&mut *f).poll(cx) {
+            Poll::Ready(v) => Poll::Ready(Some(v)),
+            Poll::Pending => Poll::Ready(None),
+        })
+        .await
+    }
+}
