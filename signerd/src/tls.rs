@@ -9,7 +9,6 @@
 //! timeout, and the client certificate decoded once per connection into the connection's
 //! [`PeerInfo`], which tonic hands to every request on it (not decoded per request).
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -22,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::TlsFiles;
-use crate::edge::identity::{Caller, CertIdentity};
+use crate::edge::identity::{Caller, CertIdentity, PeerInfo};
 
 /// How long a client has to finish the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -121,15 +120,6 @@ impl TlsMaterial {
     pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
         Arc::clone(&self.config)
     }
-}
-
-/// Who is at the other end of one connection, decoded once when it is accepted.
-#[derive(Clone, Debug)]
-pub struct PeerInfo {
-    /// The client's address.
-    pub remote: SocketAddr,
-    /// The client, by its verified certificate.
-    pub caller: Arc<Caller>,
 }
 
 /// An accepted mutual-TLS connection and who is on it.

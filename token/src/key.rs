@@ -5,7 +5,6 @@
 //! bytes are DER SubjectPublicKeyInfo for `ecdsa` and `rsa` and the raw 32 bytes for `ed25519`.
 
 use std::fmt;
-use std::str::FromStr;
 
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
@@ -13,8 +12,6 @@ use signerd_vocab::oid::{
     EC_PUBLIC_KEY as EC_PUBLIC_KEY_OID, ED25519 as ED25519_OID, P256 as P256_OID,
     RSA_ENCRYPTION as RSA_OID,
 };
-
-use crate::error::TokenError;
 
 /// A key algorithm as named in TUF metadata and in the Notary signer protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -57,19 +54,6 @@ impl KeyAlgorithm {
 impl fmt::Display for KeyAlgorithm {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for KeyAlgorithm {
-    type Err = TokenError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "ecdsa" => Ok(KeyAlgorithm::Ecdsa),
-            "ed25519" => Ok(KeyAlgorithm::Ed25519),
-            "rsa" => Ok(KeyAlgorithm::Rsa),
-            other => Err(TokenError::UnsupportedAlgorithm(other.to_owned())),
-        }
     }
 }
 
@@ -119,20 +103,6 @@ impl fmt::Display for KeyId {
 impl fmt::Debug for KeyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "KeyId({self})")
-    }
-}
-
-impl FromStr for KeyId {
-    type Err = TokenError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let invalid = || TokenError::InvalidKeyId(s.chars().take(80).collect());
-        if s.len() != 64 {
-            return Err(invalid());
-        }
-        let mut bytes = [0u8; 32];
-        hex::decode_to_slice(s, &mut bytes).map_err(|_| invalid())?;
-        Ok(KeyId(bytes))
     }
 }
 
@@ -313,6 +283,7 @@ pub struct Signature {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::TokenError;
 
     #[test]
     fn key_id_matches_notary_canonical_json() {

@@ -25,6 +25,7 @@ mod keygen;
 mod lookup;
 mod mechanisms;
 pub mod objects;
+mod parse;
 pub mod pin;
 mod pool;
 mod sign;

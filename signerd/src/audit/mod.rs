@@ -1,20 +1,20 @@
 //! The audit trail: one record per key operation (allowed, refused, failed or cancelled), from the
 //! edge's audit layer to an [`AuditSink`].
 //!
-//! [`record`] is the contract between the edge (which fills records) and the sinks (which write
+//! [`record`] (the edge's) is the contract between the edge (which fills records) and the sinks (which write
 //! them): the chained, checkpointed audit file ([`trail::AuditTrail`], lines as in [`line`],
 //! checkpoints signed by the audit key in the token, [`key`]), or the operational log when none
 //! is configured. [`verify`] checks a trail offline; [`cli`] is `signerd audit verify|tail`.
 
 pub mod cli;
-pub mod config;
+pub use crate::config::audit as config;
 pub mod key;
 pub mod line;
-pub mod record;
 pub mod trail;
 pub mod verify;
 
-pub use record::{AuditRecord, AuditSink, AuditUnavailable, Outcome, Port};
+pub use crate::edge::record;
+pub use crate::edge::record::{AuditRecord, AuditSink, AuditUnavailable, Outcome, Port};
 pub use trail::AuditTrail;
 
 /// The configured audit trail over the token of `keys` (checkpoints signed by its audit key),

@@ -31,11 +31,11 @@ pub struct FileConfig {
     /// `[admin]`: signerd's own admin API (Unix socket and admin client certificates).
     pub admin: AdminSection,
     /// `[audit]`: the tamper-evident audit trail.
-    pub audit: crate::audit::config::AuditSection,
+    pub audit: super::audit::AuditSection,
     /// `[[policy]]`: who may do what with which key, on both ports (docs/policy.md). Not an
     /// env-overridable field: a rule list is only written in the file.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub policy: Vec<crate::edge::policy::config::PolicyRule>,
+    pub policy: Vec<super::policy::PolicyRule>,
 }
 
 /// The sections whose fields the environment can set, in the order they are read.
@@ -44,7 +44,7 @@ pub const SECTIONS: &[EnvSection] = &[
     TokenSection::ENV,
     LogSection::ENV,
     AdminSection::ENV,
-    crate::audit::config::AuditSection::ENV,
+    super::audit::AuditSection::ENV,
 ];
 
 /// `[server]` section.
@@ -274,7 +274,7 @@ mod tests {
                 user_pin_file: Some("a".into()),
                 so_pin_file: Some("a".into()),
             },
-            audit: crate::audit::config::AuditSection {
+            audit: crate::config::audit::AuditSection {
                 path: Some("a".into()),
                 fsync: Some("a".into()),
                 checkpoint_every_lines: Some(1),

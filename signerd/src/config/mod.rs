@@ -8,10 +8,12 @@
 //! [`file`](mod@file) is the file as written (one type per section), [`env`](mod@env) the environment layer,
 //! [`settings`] the resolved and checked result, [`errors`] what a user sees when it is wrong.
 
+pub mod audit;
 pub mod defaults;
 pub mod env;
 pub mod errors;
 pub mod file;
+pub mod policy;
 pub mod settings;
 
 pub use env::{env_var_name, EnvSection, FieldKind};
@@ -19,4 +21,5 @@ pub use errors::ConfigError;
 pub use file::{
     env_var_names, AdminSection, FileConfig, LogSection, ServerSection, TokenSection, SECTIONS,
 };
+pub use policy::PolicyRule;
 pub use settings::{AdminClient, AdminSettings, LogFormat, Settings, TlsFiles};

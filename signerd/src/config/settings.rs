@@ -101,7 +101,7 @@ pub struct Settings {
     /// The admin API.
     pub admin: AdminSettings,
     /// The audit file, when configured.
-    pub audit: Option<crate::audit::config::AuditSettings>,
+    pub audit: Option<super::audit::AuditSettings>,
 }
 
 impl Settings {
@@ -265,11 +265,6 @@ impl FileConfig {
             so_pin: a.so_pin_file.clone().map(PinSource::File),
         };
 
-        errors.extend(
-            crate::edge::policy::config::validate(&self.policy)
-                .into_iter()
-                .map(ConfigError),
-        );
         let audit = self.audit.resolve().unwrap_or_else(|errs| {
             errors.extend(errs.into_iter().map(ConfigError));
             None

@@ -23,7 +23,7 @@ use tower_service::Service;
 
 use super::identity::Caller;
 use super::inflight::{InFlight, InFlightGuard};
-use crate::audit::{AuditRecord, AuditSink, AuditUnavailable, Outcome, Port};
+use super::record::{AuditRecord, AuditSink, AuditUnavailable, Outcome, Port};
 
 /// What the service learned of a call's key, filled while it runs.
 #[derive(Clone, Debug, Default)]

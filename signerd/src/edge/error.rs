@@ -3,7 +3,7 @@
 
 use signerd_token::TokenError;
 
-use super::policy::Operation;
+use super::operation::Operation;
 
 /// A key operation that failed in the token or was refused by policy.
 #[derive(Debug, thiserror::Error)]

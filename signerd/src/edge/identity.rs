@@ -8,6 +8,7 @@
 //! layers and the key store read it from there.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -97,7 +98,7 @@ impl fmt::Display for Caller {
 impl Caller {
     /// The caller of a request, from the connection information tonic attached to it.
     pub fn of(extensions: &http::Extensions) -> Caller {
-        if let Some(peer) = extensions.get::<crate::tls::PeerInfo>() {
+        if let Some(peer) = extensions.get::<PeerInfo>() {
             return Caller::clone(&peer.caller);
         }
         if let Some(uds) = extensions.get::<UdsConnectInfo>() {
@@ -181,7 +182,7 @@ where
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         // On the mTLS port the caller was decoded once, when the connection was accepted.
-        let caller = match request.extensions().get::<crate::tls::PeerInfo>() {
+        let caller = match request.extensions().get::<PeerInfo>() {
             Some(peer) => Arc::clone(&peer.caller),
             None => Arc::new(Caller::of(request.extensions())),
         };
@@ -192,6 +193,15 @@ where
 
 impl<S: NamedService> NamedService for Identify<S> {
     const NAME: &'static str = S::NAME;
+}
+
+/// Who is at the other end of one connection, decoded once when it is accepted.
+#[derive(Clone, Debug)]
+pub struct PeerInfo {
+    /// The client's address.
+    pub remote: SocketAddr,
+    /// The client, by its verified certificate.
+    pub caller: Arc<Caller>,
 }
 
 #[cfg(test)]

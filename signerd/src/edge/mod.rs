@@ -11,7 +11,9 @@ pub mod audit;
 pub mod error;
 pub mod identity;
 pub mod inflight;
+pub mod operation;
 pub mod policy;
+pub mod record;
 pub mod status;
 
 use std::sync::Arc;
@@ -24,7 +26,7 @@ use self::error::KeyError;
 use self::identity::{Caller, Identify, IdentityLayer};
 use self::inflight::InFlight;
 use self::policy::{Decision, Enforce, KeyFacts, Operation, Policy, PolicyHandle, PolicyLayer};
-use crate::audit::{AuditSink, Port};
+use self::record::{AuditSink, Port};
 
 /// A service with the edge's layers in front.
 pub type Edged<S> = Identify<Audited<Enforce<S>>>;

@@ -14,7 +14,6 @@
 
 pub mod config;
 
-use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
@@ -28,123 +27,12 @@ use tower_service::Service;
 use super::audit::OpFacts;
 use super::error::Refusal;
 use super::identity::Caller;
-use crate::audit::Port;
+pub use super::operation::Operation;
+use super::record::Port;
 use crate::config::{AdminClient, AdminSettings};
 
 /// Roles notary-server manages itself: the only ones the Notary port reaches by default.
 pub const NOTARY_ROLES: [&str; 2] = ["timestamp", "snapshot"];
-
-/// An operation a rule grants.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Operation {
-    /// Notary `CreateKey`.
-    Create,
-    /// Notary `GetKeyInfo`.
-    Info,
-    /// Notary or admin `Sign`.
-    Sign,
-    /// Notary `DeleteKey`, admin `DestroyObject`.
-    Delete,
-    /// Admin: list tokens, mechanisms and objects; log in.
-    List,
-    /// Admin: generate a key pair.
-    Generate,
-    /// Admin: import a private key.
-    Import,
-    /// Admin: anything on a key or certificate of role `ca` (the trust-pinning CA).
-    Ca,
-    /// Admin: store a certificate.
-    Certificates,
-}
-
-impl Operation {
-    const NOTARY: [Operation; 4] = [
-        Operation::Create,
-        Operation::Info,
-        Operation::Sign,
-        Operation::Delete,
-    ];
-    const ADMIN: [Operation; 7] = [
-        Operation::List,
-        Operation::Generate,
-        Operation::Sign,
-        Operation::Import,
-        Operation::Delete,
-        Operation::Ca,
-        Operation::Certificates,
-    ];
-
-    /// The name used in rules and refusals.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Operation::Create => "create",
-            Operation::Info => "info",
-            Operation::Sign => "sign",
-            Operation::Delete => "delete",
-            Operation::List => "list",
-            Operation::Generate => "generate",
-            Operation::Import => "import",
-            Operation::Ca => "ca",
-            Operation::Certificates => "certificates",
-        }
-    }
-
-    /// The operation named `text`.
-    pub fn parse(text: &str) -> Option<Operation> {
-        Operation::NOTARY
-            .iter()
-            .chain(Operation::ADMIN.iter())
-            .copied()
-            .find(|o| o.as_str() == text)
-    }
-
-    /// Whether `port` has this operation.
-    pub fn port_allows(self, port: Port) -> bool {
-        Operation::all(port).contains(&self)
-    }
-
-    fn all(port: Port) -> &'static [Operation] {
-        match port {
-            Port::Notary => &Operation::NOTARY,
-            Port::Admin => &Operation::ADMIN,
-        }
-    }
-
-    /// The operations of `port`, comma separated, for messages.
-    pub fn names(port: Port) -> String {
-        Operation::all(port)
-            .iter()
-            .map(|o| o.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-
-    /// The operation of an RPC, by the last segment of its path; `None` for calls no policy
-    /// governs (health).
-    pub fn of_method(port: Port, method: &str) -> Option<Operation> {
-        Some(match (port, method) {
-            (Port::Notary, "CreateKey") => Operation::Create,
-            (Port::Notary, "GetKeyInfo") => Operation::Info,
-            (Port::Notary, "Sign") => Operation::Sign,
-            (Port::Notary, "DeleteKey") => Operation::Delete,
-            (Port::Admin, "ListTokens" | "ListMechanisms" | "FindObjects" | "Login") => {
-                Operation::List
-            }
-            (Port::Admin, "GenerateKeyPair") => Operation::Generate,
-            (Port::Admin, "Sign") => Operation::Sign,
-            (Port::Admin, "ImportPrivateKey") => Operation::Import,
-            (Port::Admin, "DestroyObject") => Operation::Delete,
-            (Port::Admin, "StoreCertificate") => Operation::Certificates,
-            _ => return None,
-        })
-    }
-}
-
-impl fmt::Display for Operation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// A glob over GUNs or roles: `*` matches any run of characters, `/` included.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -26,14 +26,14 @@ pub struct AuditSection {
 
 impl AuditSection {
     /// The fields the environment can set (`SIGNERD_AUDIT_*`).
-    pub const ENV: crate::config::EnvSection = crate::config::EnvSection {
+    pub const ENV: super::EnvSection = super::EnvSection {
         name: "audit",
         fields: &[
-            ("path", crate::config::FieldKind::Text),
-            ("fsync", crate::config::FieldKind::Text),
-            ("checkpoint_every_lines", crate::config::FieldKind::Number),
-            ("checkpoint_every_secs", crate::config::FieldKind::Number),
-            ("rotate_bytes", crate::config::FieldKind::Number),
+            ("path", super::FieldKind::Text),
+            ("fsync", super::FieldKind::Text),
+            ("checkpoint_every_lines", super::FieldKind::Number),
+            ("checkpoint_every_secs", super::FieldKind::Number),
+            ("rotate_bytes", super::FieldKind::Number),
         ],
     };
 }
