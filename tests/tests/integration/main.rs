@@ -1,0 +1,15 @@
+//! signerd's integration tests, in one binary so the harness (`signerd-tests`) links once.
+//!
+//! One module per area; a new area is a file beside this one and one `mod` line below. Each
+//! test starts its own token, signerd and notary-server in a temporary directory of its own,
+//! and reads the workspace's binaries from the paths `scripts/test.sh` passes in (see
+//! [`signerd_tests::artifacts`]): no test builds anything.
+
+mod admin_api;
+mod admin_cli;
+mod cli;
+mod go_signer_reference;
+mod notary_lifecycle;
+mod shim_e2e;
+mod trust_pinning;
+mod wire;
