@@ -12,4 +12,5 @@ mod go_signer_reference;
 mod notary_lifecycle;
 mod shim_e2e;
 mod trust_pinning;
+mod trust_pinning_doc;
 mod wire;
