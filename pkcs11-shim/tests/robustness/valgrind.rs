@@ -45,6 +45,7 @@ fn no_leaks_or_memory_errors_under_valgrind() {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("valgrind.log");
     let out = std::process::Command::new(valgrind)
+        .current_dir(dir.path())
         .arg("--leak-check=full")
         .arg("--errors-for-leak-kinds=definite,indirect")
         .arg("--error-exitcode=99")
