@@ -63,3 +63,22 @@ fn profile_dir() -> PathBuf {
         .expect("the test binary lives in target/<profile>/deps")
         .to_path_buf()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[should_panic(expected = "no-such-artifact is missing: run `cargo build --workspace`")]
+    fn a_missing_build_says_how_to_build_and_never_builds() {
+        artifact("SIGNERD_TESTS_UNSET_VARIABLE", "no-such-artifact");
+    }
+
+    #[test]
+    fn a_file_named_by_its_variable_wins() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        // One process per test (nextest), so the variable is this test's own.
+        std::env::set_var("SIGNERD_TESTS_ARTIFACT", file.path());
+        assert_eq!(artifact("SIGNERD_TESTS_ARTIFACT", "signerd"), file.path());
+    }
+}
