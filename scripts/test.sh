@@ -20,6 +20,9 @@ PACKAGES=(
   p11-kit-modules           # p11-kit-client.so, the module signerd loads for that remote token
   haproxy                   # the load balancer in front of signerd replicas
   systemd                   # systemd-analyze verify of config/signerd.service
+  iproute2                  # ip: loopback up in the docs test's private network namespace
+  curl                      # docs/trust-pinning.md waits for notary-server's health with it
+  postgresql                # a throwaway cluster for notary-signer's key database (migration)
 )
 
 missing=()
@@ -44,6 +47,11 @@ echo "==> cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "==> cargo build (the binaries and the PKCS#11 shim library the integration tests load)"
 cargo build --workspace
-echo "==> cargo nextest run"
+# Tests never build: they run exactly these files (tests/src/artifacts.rs).
+target_dir="${CARGO_TARGET_DIR:-target}"
+case "$target_dir" in /*) ;; *) target_dir="$PWD/$target_dir" ;; esac
+export SIGNERD_BIN="$target_dir/debug/signerd"
+export PKCS11_SHIM_SO="$target_dir/debug/libpkcs11_shim.so"
+echo "==> cargo nextest run (SIGNERD_BIN=$SIGNERD_BIN PKCS11_SHIM_SO=$PKCS11_SHIM_SO)"
 cargo nextest run --workspace --no-fail-fast "$@"
 echo "==> all tests passed in $(( $(date +%s) - start ))s"

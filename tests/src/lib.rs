@@ -3,14 +3,18 @@
 //! notary lifecycle scenario every signer must pass.
 //!
 //! Every test makes its own [`TestDir`]; everything it starts lives in a [`ChildGuard`], so
-//! nothing is shared between tests and nothing is left running.
+//! nothing is shared between tests and nothing is left running. Tests read the built binaries
+//! from [`artifacts`] (they never build) and write only inside their [`TestDir`]; a system
+//! path a tool insists on is given to it in a private mount namespace ([`namespace`]).
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod artifacts;
 pub mod audit;
 pub mod haproxy;
 pub mod https;
+pub mod namespace;
 pub mod notary;
 pub mod p11kit;
 pub mod pki;

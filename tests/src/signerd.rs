@@ -13,6 +13,7 @@ use signerd_proto::notary::signer_client::SignerClient;
 use signerd_token::softhsm::SoftHsmDir;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
+pub use crate::artifacts::signerd_bin;
 use crate::notary::SignerEndpoint;
 use crate::pki::{IssuedCert, TestPki};
 use crate::process::{free_port, ChildGuard};
@@ -29,26 +30,6 @@ const BIND_ATTEMPTS: usize = 3;
 
 /// How long signerd gets to listen after start.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// The `signerd` binary: `$SIGNERD_BIN`, or the one cargo built beside this test binary.
-pub fn signerd_bin() -> PathBuf {
-    if let Some(bin) = std::env::var_os("SIGNERD_BIN") {
-        return PathBuf::from(bin);
-    }
-    // target/<profile>/deps/<test> -> target/<profile>/signerd
-    let exe = std::env::current_exe().expect("the test binary knows its path");
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|p| p.join("signerd"))
-        .expect("the test binary lives in target/<profile>/deps");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it first (cargo build -p signerd; scripts/test.sh does)",
-        bin.display()
-    );
-    bin
-}
 
 /// A SoftHSM token in a folder of the test's own.
 #[derive(Debug, Clone)]

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::NOTARY_BIN;
+use crate::namespace::PrivateLib;
 use crate::process::output_with_timeout;
 
 /// Passphrase for every key the test clients make or import (given through the
@@ -31,6 +32,7 @@ pub struct NotaryClient {
     runs: PathBuf,
     run_count: Cell<u32>,
     extra_env: Vec<(String, String)>,
+    namespace: Option<PrivateLib>,
 }
 
 impl NotaryClient {
@@ -56,6 +58,7 @@ impl NotaryClient {
             runs,
             run_count: Cell::new(0),
             extra_env: Vec::new(),
+            namespace: None,
         })
     }
 
@@ -63,6 +66,13 @@ impl NotaryClient {
     /// shim's `SIGNERD_SOCKET` and `SIGNERD_SHIM_DISABLE=0`).
     pub fn with_env(mut self, vars: &[(String, String)]) -> Self {
         self.extra_env.extend(vars.iter().cloned());
+        self
+    }
+
+    /// Runs every notary command of this client in `namespace`, e.g. a
+    /// [`crate::shim::YkcsLink`]'s, where `/usr/local/lib/libykcs11.so` is signerd's shim.
+    pub fn in_namespace(mut self, namespace: &PrivateLib) -> Self {
+        self.namespace = Some(namespace.clone());
         self
     }
 
@@ -84,11 +94,14 @@ impl NotaryClient {
     /// A `notary -c <config>` command with a clean environment (HOME in the client's dir, the
     /// passphrases set), ready for arguments.
     ///
-    /// `SIGNERD_SHIM_DISABLE=1` keeps this client off signerd's PKCS#11 shim even while a test
-    /// has it linked as `libykcs11.so`: the notary CLI then finds no YubiKey and uses its file
-    /// store, as without the link. [`Self::with_env`] turns the shim on for one client.
+    /// `SIGNERD_SHIM_DISABLE=1` keeps this client off signerd's PKCS#11 shim should one be
+    /// linked as `libykcs11.so`: the notary CLI then finds no YubiKey and uses its file store.
+    /// [`Self::with_env`] turns the shim on for one client.
     pub fn command(&self) -> Command {
-        let mut command = Command::new(NOTARY_BIN);
+        let mut command = match &self.namespace {
+            Some(namespace) => namespace.command(NOTARY_BIN),
+            None => Command::new(NOTARY_BIN),
+        };
         command
             .env_clear()
             .env("HOME", &self.home)

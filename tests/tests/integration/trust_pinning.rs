@@ -73,10 +73,11 @@ fn seed_flow_the_root_key_stays_in_the_token_and_pinned_clients_verify() -> io::
     assert!(ok, "{out}");
 
     // 2. The owner's notary CLI reaches the root key through the shim, and only there.
-    let link = YkcsLink::install(&shim_module())?;
+    let link = YkcsLink::install(d.dir.path(), &shim_module())?;
     let log = d.dir.path().join("shim.log");
     let owner = NotaryClient::new(&d.dir.subdir("owner")?, &d.server.url(), d.server.ca_file())?
-        .with_env(&d.signerd.shim_env(&log));
+        .with_env(&d.signerd.shim_env(&log))
+        .in_namespace(link.namespace());
     let keys = parse_key_list(&owner.run_ok(&["key", "list"]));
     let root = keys
         .iter()
@@ -93,7 +94,6 @@ fn seed_flow_the_root_key_stays_in_the_token_and_pinned_clients_verify() -> io::
     owner.run_ok(&["add", gun, "v1", path(&v1)]);
     let out = owner.run_ok(&["publish", gun]);
     assert!(out.contains("Successfully published"), "publish:\n{out}");
-    drop(link);
 
     // No root private key anywhere in the owner's trust dir: it signed from the token.
     let root_files: Vec<String> = walk(&owner.trust_dir().join("private"))

@@ -485,6 +485,7 @@ fn check_config_reports_the_admin_socket_and_who_may_use_it() {
     )
     .unwrap();
     let out = std::process::Command::new(signerd_tests::signerd::signerd_bin())
+        .current_dir(dir.path())
         .arg("check-config")
         .arg("--config")
         .arg(&config)
@@ -508,6 +509,7 @@ fn check_config_reports_the_admin_socket_and_who_may_use_it() {
     // A malformed admin client entry is a config error, named.
     std::fs::write(&config, "[admin]\nadmin_clients = [\"ops\"]\n").unwrap();
     let out = std::process::Command::new(signerd_tests::signerd::signerd_bin())
+        .current_dir(dir.path())
         .arg("check-config")
         .arg("--config")
         .arg(&config)

@@ -437,9 +437,14 @@ async fn sigterm_lets_an_in_flight_request_finish() {
     let pki = TestPki::generate(dir.path()).unwrap();
     let token = TestToken::create(dir.path()).unwrap();
     // SoftHSM takes a second or more to make an RSA-4096 key: long enough to be in flight when
-    // SIGTERM arrives.
+    // SIGTERM arrives. On a loaded machine it can take longer than the default 10 s grace, which
+    // is not what this test is about: give the drain a minute.
     let config = dir.path().join("rsa4096.toml");
-    std::fs::write(&config, "[token]\nrsa_bits = 4096\n").unwrap();
+    std::fs::write(
+        &config,
+        "[server]\nshutdown_grace_secs = 60\n[token]\nrsa_bits = 4096\n",
+    )
+    .unwrap();
     let mut signerd = Signerd::start_with(
         dir.path(),
         "signerd",

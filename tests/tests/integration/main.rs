@@ -1,0 +1,23 @@
+//! signerd's integration tests, in one binary so the harness (`signerd-tests`) links once.
+//!
+//! One module per area; a new area is a file beside this one and one `mod` line below. Each
+//! test starts its own token, signerd and notary-server in a temporary directory of its own,
+//! and reads the workspace's binaries from the paths `scripts/test.sh` passes in (see
+//! [`signerd_tests::artifacts`]): no test builds anything.
+
+mod admin_api;
+mod admin_cli;
+mod audit_trail;
+mod cli;
+mod go_signer_reference;
+mod migrate_notary_signer;
+mod notary_lifecycle;
+mod remote_token;
+mod replicas;
+mod security_domains;
+mod security_policy;
+mod shim_e2e;
+mod systemd_unit;
+mod trust_pinning;
+mod trust_pinning_doc;
+mod wire;
