@@ -12,8 +12,6 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose,
 };
 
-use crate::notary::SignerEndpoint;
-
 /// A certificate and its private key, as PEM files.
 #[derive(Debug, Clone)]
 pub struct IssuedCert {
@@ -122,17 +120,6 @@ impl TestPki {
         let server = ca.issue_server("signer")?;
         let client = ca.issue_client("notary-server-client")?;
         Ok(Self { ca, server, client })
-    }
-
-    /// How notary-server reaches a signer using this PKI on `127.0.0.1:port`.
-    pub fn signer_endpoint(&self, port: u16) -> SignerEndpoint {
-        SignerEndpoint {
-            host: "127.0.0.1".to_owned(),
-            port,
-            ca_file: self.ca.cert_path().to_owned(),
-            client_cert: self.client.cert.clone(),
-            client_key: self.client.key.clone(),
-        }
     }
 }
 

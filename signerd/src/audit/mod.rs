@@ -12,6 +12,7 @@ pub mod key;
 pub mod line;
 pub mod trail;
 pub mod verify;
+mod writer;
 
 pub use crate::edge::record;
 pub use crate::edge::record::{AuditRecord, AuditSink, AuditUnavailable, Outcome, Port};

@@ -41,6 +41,21 @@ impl SignerEndpoint {
     }
 }
 
+// What a signer needs to be reached through a test PKI: here, beside the endpoint type, so the
+// PKI knows nothing of notary-server.
+impl crate::pki::TestPki {
+    /// How notary-server reaches a signer using this PKI on `127.0.0.1:port`.
+    pub fn signer_endpoint(&self, port: u16) -> SignerEndpoint {
+        SignerEndpoint {
+            host: "127.0.0.1".to_owned(),
+            port,
+            ca_file: self.ca.cert_path().to_owned(),
+            client_cert: self.client.cert.clone(),
+            client_key: self.client.key.clone(),
+        }
+    }
+}
+
 /// A running notary-server (memory storage) on `127.0.0.1:<free port>`, stopped on drop.
 #[derive(Debug)]
 pub struct NotaryServer {
