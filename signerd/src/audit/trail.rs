@@ -53,6 +53,9 @@ pub struct AuditTrail {
     tx: mpsc::Sender<Msg>,
     shared: Arc<Shared>,
     path: PathBuf,
+    /// The writer thread, joined by [`AuditTrail::close`]: it holds the audit key's token, which
+    /// must be let go before signerd closes the token.
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// What the writer and the callers both see.
@@ -102,7 +105,7 @@ impl AuditTrail {
         let writer = Writer::open(settings.clone(), signer, Arc::clone(&shared))?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let ticker = tx.downgrade();
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| format!("cannot start the audit writer thread: {e}"))?;
@@ -120,6 +123,7 @@ impl AuditTrail {
             tx,
             shared,
             path: settings.path,
+            writer: Mutex::new(Some(writer)),
         })
     }
 
@@ -138,11 +142,22 @@ impl AuditTrail {
         self.shared.queued.load(Ordering::Relaxed)
     }
 
-    /// Writes a last checkpoint, flushes, and stops the writer; later records fail.
+    /// Writes a last checkpoint, flushes, and stops the writer (waiting for its thread to end,
+    /// so the token it signs with is released); later records fail.
     pub async fn close(&self) {
         let (ack, done) = oneshot::channel();
         if self.tx.send(Msg::Close(ack)).await.is_ok() {
             let _ = done.await;
+        }
+        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(writer) = writer {
+            // The writer returns right after answering Close.
+            if tokio::task::spawn_blocking(move || writer.join())
+                .await
+                .is_err()
+            {
+                tracing::warn!("the audit writer thread did not end cleanly");
+            }
         }
     }
 }

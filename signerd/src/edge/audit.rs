@@ -309,6 +309,16 @@ where
         if request.uri().path().starts_with("/grpc.health.") {
             return Box::pin(self.inner.call(request));
         }
+        // Fail closed before any key is touched: while the trail cannot be written, a call is
+        // refused rather than run and then answered UNAVAILABLE.
+        if let Err(reason) = self.layer.sink.health() {
+            let refused = AuditUnavailable { reason };
+            tracing::error!(method, error = %refused, "refusing a key operation: the audit trail cannot be written");
+            return Box::pin(std::future::ready(Ok(tonic::Status::unavailable(
+                refused.to_string(),
+            )
+            .into_http())));
+        }
         let facts = OpFacts::default();
         request.extensions_mut().insert(facts.clone());
         let mut pending = Pending {

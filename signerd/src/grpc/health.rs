@@ -62,7 +62,7 @@ impl Health for TokenHealth {
             )));
         }
         if let Err(reason) = self.audit.health() {
-            tracing::warn!(service, %reason, "health: the audit trail cannot be written; key operations are refused");
+            tracing::warn!(service, %reason, "health: NOT_SERVING: the audit trail cannot be written; key operations are refused");
             return Ok(Response::new(HealthCheckResponse {
                 status: ServingStatus::NotServing as i32,
             }));

@@ -123,7 +123,7 @@ async fn sighup_from_systemctl_reload_leaves_signerd_serving() {
         .expect("signerd answers after SIGHUP");
     signerd.process().ensure_running().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !signerd.logs().contains("SIGHUP received") {
+    while !signerd.logs().contains("SIGHUP: policy reloaded") {
         assert!(
             std::time::Instant::now() < deadline,
             "no SIGHUP line:\n{}",
