@@ -10,9 +10,9 @@ use signerd_proto::admin::{
 };
 use zeroize::Zeroizing;
 
-use crate::bridge::ImportPrivateKeyRequest;
 use crate::error::Error;
 use crate::objects::{ED25519_PARAMS, ED25519_PARAMS_NAME, P256_PARAMS};
+use signerd_client::secret::ImportPrivateKeyRequest;
 
 /// One attribute of a template, copied out of the caller's memory.
 #[derive(Clone)]
