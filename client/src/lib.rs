@@ -9,6 +9,7 @@
 //!   no answer came in time, or signerd answered with a status (mapped once to a [`Refusal`]).
 //!   It is told from tonic's error types, never from message text.
 //! - [`secret`]: the requests that carry a PIN or a private key, wiped when dropped.
+//! - [`wire`]: [`signerd_vocab`]'s key types and PSS parameters as the wire's.
 //!
 //! [`Client`] is async and cheap to clone; the CLI drives it with `block_on`, the shim from its
 //! own I/O thread.
@@ -21,6 +22,7 @@ mod error;
 mod retry;
 mod rpc;
 pub mod secret;
+pub mod wire;
 
 pub use client::{Client, Options};
 pub use endpoint::{Endpoint, TlsEndpoint, TlsFile};

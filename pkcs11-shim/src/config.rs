@@ -26,7 +26,7 @@ pub const CONFIG_ENV: &str = "SIGNERD_SHIM_CONFIG";
 
 /// The socket used when nothing says where signerd is: the dev default of `signerd serve`
 /// run in the same folder.
-pub const DEFAULT_SOCKET: &str = ".signerd/admin.sock";
+pub const DEFAULT_SOCKET: &str = signerd_vocab::DEFAULT_ADMIN_SOCKET;
 
 pub use signerd_client::{Endpoint, TlsEndpoint};
 

@@ -8,7 +8,7 @@ use signerd_proto::admin::{SignRequest, SignResponse};
 use super::login::Login;
 use super::Shim;
 use crate::error::Error;
-use crate::mechanism::{SignMechanism, SignOperation};
+use crate::mechanism::{self, SignOperation};
 use crate::objects::ObjectView;
 
 /// What a `C_Sign`/`C_SignFinal` call gives back.
@@ -45,13 +45,10 @@ impl Shim {
         if self.login_of(s.slot)? != Some(Login::User) {
             return Err(Error::UserNotLoggedIn);
         }
-        let mechanism = SignMechanism::parse(mechanism, param)?;
-        if !self
-            .mechanisms()?
-            .iter()
-            .any(|(m, _)| *m == mechanism.mechanism_type())
-        {
-            return Err(Error::MechanismInvalid(mechanism.mechanism_type()));
+        let mechanism = mechanism::parse(mechanism, param)?;
+        let ckm = mechanism.ckm() as CK_MECHANISM_TYPE;
+        if !self.mechanisms()?.iter().any(|(m, _)| *m == ckm) {
+            return Err(Error::MechanismInvalid(ckm));
         }
         let view = match self.visible_object(s.slot, key) {
             Ok(v) => v,
@@ -61,7 +58,7 @@ impl Shim {
         if !view.is_private() {
             return Err(Error::KeyHandleInvalid);
         }
-        if view.key_type() != mechanism.key_type() {
+        if view.key_type() != signerd_client::wire::key_type(mechanism.key_type()) {
             return Err(Error::KeyTypeInconsistent);
         }
         s.sign = Some(SignState {

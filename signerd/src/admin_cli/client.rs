@@ -38,7 +38,7 @@ pub struct ConnectArgs {
 }
 
 /// Default admin socket: where the embedded dev default serves it.
-pub const DEFAULT_SOCKET: &str = ".signerd/admin.sock";
+pub const DEFAULT_SOCKET: &str = signerd_vocab::DEFAULT_ADMIN_SOCKET;
 
 /// Longest one admin call may take: generating an RSA key in a slow token takes a while.
 const CALL_DEADLINE: Duration = Duration::from_secs(120);
