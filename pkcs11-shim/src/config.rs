@@ -26,31 +26,9 @@ pub const CONFIG_ENV: &str = "SIGNERD_SHIM_CONFIG";
 
 /// The socket used when nothing says where signerd is: the dev default of `signerd serve`
 /// run in the same folder.
-pub const DEFAULT_SOCKET: &str = ".signerd/admin.sock";
+pub const DEFAULT_SOCKET: &str = signerd_vocab::DEFAULT_ADMIN_SOCKET;
 
-/// How the shim reaches signerd.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Endpoint {
-    /// The admin Unix socket (peer uid checked by signerd).
-    Unix(PathBuf),
-    /// The admin API over mutual TLS.
-    Tls(TlsEndpoint),
-}
-
-/// An mTLS admin endpoint.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TlsEndpoint {
-    /// `https://host:port`.
-    pub uri: String,
-    /// The name signerd's certificate must carry.
-    pub domain: String,
-    /// Admin client certificate (PEM).
-    pub client_cert: PathBuf,
-    /// Its key (PEM).
-    pub client_key: PathBuf,
-    /// CA for signerd's certificate (PEM).
-    pub ca: PathBuf,
-}
+pub use signerd_client::{Endpoint, TlsEndpoint};
 
 /// Where log lines go.
 #[derive(Clone, Debug, PartialEq, Eq)]

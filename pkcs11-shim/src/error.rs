@@ -5,6 +5,7 @@
 //! match there has no wildcard arm, so a new variant cannot go unmapped.
 
 use cryptoki_sys::*;
+use signerd_client::{Refusal, Rpc};
 
 /// A failed PKCS#11 call, in the shim's terms.
 #[derive(Debug, thiserror::Error)]
@@ -121,7 +122,7 @@ pub enum Error {
     #[error("signerd refused {call}: {message}")]
     Refused {
         /// The admin RPC.
-        call: &'static str,
+        call: Rpc,
         /// What signerd said.
         message: String,
     },
@@ -129,7 +130,7 @@ pub enum Error {
     #[error("signerd does not know the object ({call})")]
     NotFound {
         /// The admin RPC.
-        call: &'static str,
+        call: Rpc,
     },
     /// A lock was poisoned by a panic in another call.
     #[error("internal state lock poisoned by an earlier panic")]
@@ -186,7 +187,7 @@ impl From<Error> for CK_RV {
             Error::KeySizeRange(_) => CKR_KEY_SIZE_RANGE,
             Error::CurveNotSupported => CKR_CURVE_NOT_SUPPORTED,
             Error::Refused { .. } => CKR_FUNCTION_FAILED,
-            Error::NotFound { call: "Sign" } => CKR_KEY_HANDLE_INVALID,
+            Error::NotFound { call: Rpc::Sign } => CKR_KEY_HANDLE_INVALID,
             Error::NotFound { .. } => CKR_OBJECT_HANDLE_INVALID,
             Error::LockPoisoned => CKR_GENERAL_ERROR,
             Error::General(_) => CKR_GENERAL_ERROR,
@@ -195,6 +196,43 @@ impl From<Error> for CK_RV {
 }
 
 impl Error {
+    /// What the admin client's answer to `rpc` means for the PKCS#11 caller.
+    pub fn from_client(rpc: Rpc, error: signerd_client::Error) -> Error {
+        use signerd_client::Error as Client;
+        match error {
+            Client::Setup(_)
+            | Client::NotReached { .. }
+            | Client::ConnectionLost { .. }
+            | Client::TimedOut { .. } => Error::DeviceError(format!("{rpc}: {error}")),
+            Client::Refused {
+                refusal,
+                code,
+                message,
+                ..
+            } => match refusal {
+                Refusal::PermissionDenied if rpc == Rpc::Login => Error::PinIncorrect,
+                Refusal::NotFound => Error::NotFound { call: rpc },
+                Refusal::AlreadyExists => Error::TemplateInconsistent(message),
+                Refusal::Unimplemented => Error::DeviceError(format!(
+                    "signerd does not serve {rpc} (an older signerd without the admin API?): {message}"
+                )),
+                Refusal::PermissionDenied => Error::Refused {
+                    call: rpc,
+                    message: format!(
+                        "{message} (is this user allowed on signerd's admin socket?)"
+                    ),
+                },
+                Refusal::InvalidArgument => Error::Refused { call: rpc, message },
+                Refusal::FailedPrecondition
+                | Refusal::Unavailable
+                | Refusal::ResourceExhausted
+                | Refusal::Failed => {
+                    Error::DeviceError(format!("{rpc}: signerd says {code:?}: {message}"))
+                }
+            },
+        }
+    }
+
     /// Whether the failure is worth a log line above debug level: the host only sees a code,
     /// so anything about signerd itself must be said in the log.
     pub fn is_noteworthy(&self) -> bool {
@@ -230,13 +268,61 @@ mod tests {
         assert_eq!(CK_RV::from(Error::UserNotLoggedIn), 0x101);
         assert_eq!(CK_RV::from(Error::DeviceError("x".into())), 0x30);
         assert_eq!(CK_RV::from(Error::TokenNotPresent("x".into())), 0xe0);
-        assert_eq!(CK_RV::from(Error::NotFound { call: "Sign" }), 0x60);
+        assert_eq!(CK_RV::from(Error::NotFound { call: Rpc::Sign }), 0x60);
         assert_eq!(
             CK_RV::from(Error::NotFound {
-                call: "DestroyObject"
+                call: Rpc::DestroyObject
             }),
             0x82
         );
         assert_eq!(CK_RV::from(Error::LockPoisoned), CKR_GENERAL_ERROR);
+    }
+
+    fn answered(rpc: Rpc, refusal: Refusal) -> signerd_client::Error {
+        signerd_client::Error::Refused {
+            rpc,
+            refusal,
+            code: tonic::Code::Unknown,
+            message: "why".into(),
+        }
+    }
+
+    #[test]
+    fn client_answers_become_the_codes_a_pkcs11_caller_expects() {
+        let code = |rpc, e| CK_RV::from(Error::from_client(rpc, e));
+        assert_eq!(
+            code(Rpc::Login, answered(Rpc::Login, Refusal::PermissionDenied)),
+            CKR_PIN_INCORRECT
+        );
+        assert_eq!(
+            code(Rpc::Sign, answered(Rpc::Sign, Refusal::PermissionDenied)),
+            CKR_FUNCTION_FAILED
+        );
+        assert_eq!(
+            code(Rpc::Sign, answered(Rpc::Sign, Refusal::NotFound)),
+            CKR_KEY_HANDLE_INVALID
+        );
+        assert_eq!(
+            code(
+                Rpc::DestroyObject,
+                answered(Rpc::DestroyObject, Refusal::NotFound)
+            ),
+            CKR_OBJECT_HANDLE_INVALID
+        );
+        assert_eq!(
+            code(Rpc::Sign, answered(Rpc::Sign, Refusal::Unavailable)),
+            CKR_DEVICE_ERROR
+        );
+        let unreachable = signerd_client::Error::NotReached {
+            target: "unix:/run/signerd/admin.sock".into(),
+            source: "Connection refused".into(),
+        };
+        let e = Error::from_client(Rpc::Sign, unreachable);
+        assert_eq!(
+            e.to_string(),
+            "signerd unreachable or failing: Sign: cannot reach signerd at \
+             unix:/run/signerd/admin.sock: Connection refused"
+        );
+        assert_eq!(CK_RV::from(e), CKR_DEVICE_ERROR);
     }
 }

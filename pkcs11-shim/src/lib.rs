@@ -6,11 +6,12 @@
 //! (`signerd.admin.v1`, Unix socket or mTLS) and the keys stay in signerd's token.
 //!
 //! Layout: [`ffi`] is the C ABI and the only module with `unsafe`; it checks pointers, copies
-//! arguments into Rust values and calls [`shim`], the safe state machine (slots, sessions,
-//! login, searches, signing). [`objects`] maps the shim's handles to signerd's object
-//! references and derives attributes; [`template`] parses templates; [`mechanism`] knows the
-//! signing mechanisms; [`bridge`] runs the async gRPC client on the library's own I/O thread;
-//! [`config`] reads env and file; [`error`] maps every failure to a `CK_RV` in one place.
+//! arguments into Rust values and calls [`backend`], the safe state machine (slots, sessions,
+//! login, objects, searches, signing), one file per function family in both. [`objects`] maps
+//! the shim's handles to signerd's object references and derives attributes; [`template`]
+//! parses templates; [`mechanism`] knows the signing mechanisms; [`bridge`] runs the shared
+//! admin client ([`signerd_client`]) on the library's own I/O thread; [`config`] reads env and
+//! file; [`error`] maps every failure to a `CK_RV` in one place.
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
@@ -18,6 +19,7 @@
 // targets right.
 #![allow(clippy::unnecessary_cast)]
 
+pub mod backend;
 pub mod bridge;
 pub mod config;
 pub mod error;
@@ -25,5 +27,4 @@ pub mod ffi;
 pub mod log;
 pub mod mechanism;
 pub mod objects;
-pub mod shim;
 pub mod template;

@@ -1,5 +1,6 @@
-//! Signing mechanisms: which the shim offers, how their parameters parse, and what goes to
-//! signerd for each.
+//! Signing mechanisms: which the shim offers, how their C parameters parse, and what goes to
+//! signerd for each. The mechanisms themselves (numbers, key types, which hash first) are
+//! [`signerd_vocab`]'s table, the one the token layer signs with.
 //!
 //! Hash-then-sign mechanisms (`CKM_ECDSA_SHA256`, `CKM_SHA256_RSA_PKCS`,
 //! `CKM_SHA256_RSA_PKCS_PSS`) are hashed here, incrementally, and signed by signerd with the
@@ -8,7 +9,8 @@
 
 use cryptoki_sys::*;
 use sha2::{Digest, Sha256};
-use signerd_proto::admin::{KeyType, MechanismInfo, PssParams};
+use signerd_proto::admin::{MechanismInfo, PssParams as WirePss};
+use signerd_vocab::{KeyType, PssParams, SignMechanism, SHA256_DIGEST_INFO};
 use zeroize::Zeroizing;
 
 use crate::error::Error;
@@ -17,45 +19,19 @@ use crate::error::Error;
 /// (EdDSA, raw digests): it must fit in one gRPC message to signerd.
 pub const MAX_BUFFERED: usize = 1024 * 1024;
 
-/// DER prefix of a SHA-256 `DigestInfo` (PKCS#1 v1.5 signatures).
-const SHA256_DIGEST_INFO: &[u8] = &[
-    0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05,
-    0x00, 0x04, 0x20,
-];
-
-/// Every signing mechanism the shim offers (when signerd can do the raw one underneath).
-pub const SIGN_MECHANISMS: [CK_MECHANISM_TYPE; 7] = [
-    CKM_ECDSA,
-    CKM_ECDSA_SHA256,
-    CKM_EDDSA,
-    CKM_RSA_PKCS,
-    CKM_SHA256_RSA_PKCS,
-    CKM_RSA_PKCS_PSS,
-    CKM_SHA256_RSA_PKCS_PSS,
-];
-
-/// Key generation mechanisms, each with the raw signing mechanism its keys use.
-pub const KEYGEN_MECHANISMS: [(CK_MECHANISM_TYPE, CK_MECHANISM_TYPE); 3] = [
-    (CKM_EC_KEY_PAIR_GEN, CKM_ECDSA),
-    (CKM_EC_EDWARDS_KEY_PAIR_GEN, CKM_EDDSA),
-    (CKM_RSA_PKCS_KEY_PAIR_GEN, CKM_RSA_PKCS),
-];
-
 /// The raw mechanism signerd performs for an offered one.
-pub fn raw_of(mechanism: CK_MECHANISM_TYPE) -> CK_MECHANISM_TYPE {
-    match mechanism {
-        CKM_ECDSA_SHA256 => CKM_ECDSA,
-        CKM_SHA256_RSA_PKCS => CKM_RSA_PKCS,
-        CKM_SHA256_RSA_PKCS_PSS => CKM_RSA_PKCS_PSS,
-        other => other,
-    }
+fn raw_of(mechanism: u64) -> Option<u64> {
+    // Only the number matters here, so any PSS parameters do.
+    SignMechanism::from_ckm(mechanism, Some(PssParams::NOTARY))
+        .ok()
+        .map(|m| m.raw().ckm())
 }
 
 /// The mechanisms the shim offers, given what signerd lists: a signing mechanism when its raw
 /// form is listed, a key generation mechanism when signerd lists it or its keys' raw signing
 /// mechanism.
 pub fn offered(listed: &[MechanismInfo]) -> Vec<(CK_MECHANISM_TYPE, CK_MECHANISM_INFO)> {
-    let find = |m: CK_MECHANISM_TYPE| listed.iter().find(|i| i.mechanism == m as u64);
+    let find = |m: u64| listed.iter().find(|i| i.mechanism == m);
     // What the token says of itself (hardware or not) carries over; what the shim does with
     // the mechanism (sign, generate) is the shim's to say.
     let info = |i: &MechanismInfo, flags: CK_FLAGS| CK_MECHANISM_INFO {
@@ -70,157 +46,88 @@ pub fn offered(listed: &[MechanismInfo]) -> Vec<(CK_MECHANISM_TYPE, CK_MECHANISM
         _ => 0,
     };
     let mut out = Vec::new();
-    for m in SIGN_MECHANISMS {
-        if let Some(raw) = find(raw_of(m)) {
+    for m in SignMechanism::ALL_CKM {
+        if let Some(raw) = raw_of(m).and_then(find) {
+            let m = m as CK_MECHANISM_TYPE;
             out.push((m, info(raw, CKF_SIGN | ec_flags(m))));
         }
     }
-    for (gen, raw) in KEYGEN_MECHANISMS {
-        if let Some(i) = find(gen).or_else(|| find(raw)) {
+    for key_type in KeyType::ALL {
+        let gen = key_type.keygen_ckm();
+        if let Some(i) = find(gen).or_else(|| find(key_type.raw_mechanism().ckm())) {
+            let gen = gen as CK_MECHANISM_TYPE;
             out.push((gen, info(i, CKF_GENERATE_KEY_PAIR | ec_flags(gen))));
         }
     }
     out
 }
 
-/// PSS parameters as `CK_RSA_PKCS_PSS_PARAMS` gives them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Pss {
-    hash: CK_MECHANISM_TYPE,
-    mgf: CK_RSA_PKCS_MGF_TYPE,
-    salt_len: CK_ULONG,
+/// Parses `mechanism` and its parameter bytes (copied from `pParameter`).
+pub fn parse(mechanism: CK_MECHANISM_TYPE, param: &[u8]) -> Result<SignMechanism, Error> {
+    let pss = match mechanism {
+        CKM_RSA_PKCS_PSS | CKM_SHA256_RSA_PKCS_PSS => Some(pss_params(mechanism, param)?),
+        CKM_EDDSA => {
+            eddsa_params(param)?;
+            None
+        }
+        _ => None,
+    };
+    let parsed = SignMechanism::from_ckm(mechanism as u64, pss)
+        .map_err(|_| Error::MechanismInvalid(mechanism))?;
+    if pss.is_none() && mechanism != CKM_EDDSA && !param.is_empty() {
+        return Err(Error::MechanismParamInvalid(
+            "this mechanism takes no parameters",
+        ));
+    }
+    Ok(parsed)
 }
 
-/// A signing mechanism with its parameters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SignMechanism {
-    /// ECDSA over a digest the caller made.
-    Ecdsa,
-    /// ECDSA over SHA-256 of the data (hashed here).
-    EcdsaSha256,
-    /// Pure Ed25519 over the data.
-    Eddsa,
-    /// RSA PKCS#1 v1.5 over a `DigestInfo` the caller made.
-    RsaPkcs,
-    /// RSA PKCS#1 v1.5 over SHA-256 of the data (hashed here).
-    Sha256RsaPkcs,
-    /// RSA-PSS over a digest the caller made.
-    RsaPkcsPss(Pss),
-    /// RSA-PSS over SHA-256 of the data (hashed here).
-    Sha256RsaPkcsPss(Pss),
+/// Checks `CK_EDDSA_PARAMS { CK_BBOOL phFlag; CK_ULONG ulContextDataLen; CK_BYTE_PTR }`: only
+/// pure Ed25519 without a context is Ed25519 as TUF and signerd know it.
+fn eddsa_params(param: &[u8]) -> Result<(), Error> {
+    if param.is_empty() {
+        return Ok(());
+    }
+    let ulong = std::mem::size_of::<CK_ULONG>();
+    let pre_hash = param.first().copied().unwrap_or(0) != 0;
+    let context_len = param
+        .get(ulong..2 * ulong)
+        .and_then(|b| b.try_into().ok())
+        .map(CK_ULONG::from_ne_bytes)
+        .ok_or(Error::MechanismParamInvalid("CK_EDDSA_PARAMS too short"))?;
+    if pre_hash || context_len != 0 {
+        return Err(Error::MechanismParamInvalid(
+            "only pure Ed25519 (no pre-hash, no context) is supported",
+        ));
+    }
+    Ok(())
 }
 
-impl SignMechanism {
-    /// Parses `mechanism` and its parameter bytes (copied from `pParameter`).
-    pub fn parse(mechanism: CK_MECHANISM_TYPE, param: &[u8]) -> Result<SignMechanism, Error> {
-        let no_params = |m: SignMechanism| {
-            if param.is_empty() {
-                Ok(m)
-            } else {
-                Err(Error::MechanismParamInvalid(
-                    "this mechanism takes no parameters",
-                ))
-            }
-        };
-        match mechanism {
-            CKM_ECDSA => no_params(SignMechanism::Ecdsa),
-            CKM_ECDSA_SHA256 => no_params(SignMechanism::EcdsaSha256),
-            CKM_RSA_PKCS => no_params(SignMechanism::RsaPkcs),
-            CKM_SHA256_RSA_PKCS => no_params(SignMechanism::Sha256RsaPkcs),
-            CKM_EDDSA => {
-                // CK_EDDSA_PARAMS { CK_BBOOL phFlag; CK_ULONG ulContextDataLen; CK_BYTE_PTR }:
-                // only pure Ed25519 without a context is Ed25519 as TUF and signerd know it.
-                if !param.is_empty() {
-                    let ulong = std::mem::size_of::<CK_ULONG>();
-                    let pre_hash = param.first().copied().unwrap_or(0) != 0;
-                    let context_len = param
-                        .get(ulong..2 * ulong)
-                        .and_then(|b| b.try_into().ok())
-                        .map(CK_ULONG::from_ne_bytes)
-                        .ok_or(Error::MechanismParamInvalid("CK_EDDSA_PARAMS too short"))?;
-                    if pre_hash || context_len != 0 {
-                        return Err(Error::MechanismParamInvalid(
-                            "only pure Ed25519 (no pre-hash, no context) is supported",
-                        ));
-                    }
-                }
-                Ok(SignMechanism::Eddsa)
-            }
-            CKM_RSA_PKCS_PSS | CKM_SHA256_RSA_PKCS_PSS => {
-                let ulong = std::mem::size_of::<CK_ULONG>();
-                if param.len() != 3 * ulong {
-                    return Err(Error::MechanismParamInvalid(
-                        "PSS needs CK_RSA_PKCS_PSS_PARAMS",
-                    ));
-                }
-                let field = |i: usize| {
-                    param[i * ulong..(i + 1) * ulong]
-                        .try_into()
-                        .map(CK_ULONG::from_ne_bytes)
-                        .map_err(|_| Error::MechanismParamInvalid("PSS parameters"))
-                };
-                let pss = Pss {
-                    hash: field(0)?,
-                    mgf: field(1)?,
-                    salt_len: field(2)?,
-                };
-                if mechanism == CKM_SHA256_RSA_PKCS_PSS && pss.hash != CKM_SHA256 {
-                    return Err(Error::MechanismParamInvalid(
-                        "CKM_SHA256_RSA_PKCS_PSS needs hashAlg = CKM_SHA256",
-                    ));
-                }
-                Ok(if mechanism == CKM_RSA_PKCS_PSS {
-                    SignMechanism::RsaPkcsPss(pss)
-                } else {
-                    SignMechanism::Sha256RsaPkcsPss(pss)
-                })
-            }
-            other => Err(Error::MechanismInvalid(other)),
-        }
+/// Reads `CK_RSA_PKCS_PSS_PARAMS { hashAlg, mgf, sLen }`.
+fn pss_params(mechanism: CK_MECHANISM_TYPE, param: &[u8]) -> Result<PssParams, Error> {
+    let ulong = std::mem::size_of::<CK_ULONG>();
+    if param.len() != 3 * ulong {
+        return Err(Error::MechanismParamInvalid(
+            "PSS needs CK_RSA_PKCS_PSS_PARAMS",
+        ));
     }
-
-    /// The `CKM_*` value.
-    pub fn mechanism_type(&self) -> CK_MECHANISM_TYPE {
-        match self {
-            SignMechanism::Ecdsa => CKM_ECDSA,
-            SignMechanism::EcdsaSha256 => CKM_ECDSA_SHA256,
-            SignMechanism::Eddsa => CKM_EDDSA,
-            SignMechanism::RsaPkcs => CKM_RSA_PKCS,
-            SignMechanism::Sha256RsaPkcs => CKM_SHA256_RSA_PKCS,
-            SignMechanism::RsaPkcsPss(_) => CKM_RSA_PKCS_PSS,
-            SignMechanism::Sha256RsaPkcsPss(_) => CKM_SHA256_RSA_PKCS_PSS,
-        }
+    let field = |i: usize| {
+        param[i * ulong..(i + 1) * ulong]
+            .try_into()
+            .map(CK_ULONG::from_ne_bytes)
+            .map_err(|_| Error::MechanismParamInvalid("PSS parameters"))
+    };
+    let pss = PssParams {
+        hash: field(0)? as u64,
+        mgf: field(1)? as u64,
+        salt_len: field(2)? as u64,
+    };
+    if mechanism == CKM_SHA256_RSA_PKCS_PSS && pss.hash != CKM_SHA256 as u64 {
+        return Err(Error::MechanismParamInvalid(
+            "CKM_SHA256_RSA_PKCS_PSS needs hashAlg = CKM_SHA256",
+        ));
     }
-
-    /// The key type this mechanism signs with.
-    pub fn key_type(&self) -> KeyType {
-        match self {
-            SignMechanism::Ecdsa | SignMechanism::EcdsaSha256 => KeyType::EcP256,
-            SignMechanism::Eddsa => KeyType::Ed25519,
-            _ => KeyType::Rsa,
-        }
-    }
-
-    /// The PSS parameters for signerd, if any.
-    fn pss(&self) -> Option<PssParams> {
-        match self {
-            SignMechanism::RsaPkcsPss(p) | SignMechanism::Sha256RsaPkcsPss(p) => Some(PssParams {
-                hash_mechanism: p.hash as u64,
-                mgf: p.mgf as u64,
-                salt_length: p.salt_len as u64,
-            }),
-            _ => None,
-        }
-    }
-
-    fn hashes_here(&self) -> bool {
-        matches!(
-            self,
-            SignMechanism::EcdsaSha256
-                | SignMechanism::Sha256RsaPkcs
-                | SignMechanism::Sha256RsaPkcsPss(_)
-        )
-    }
+    Ok(pss)
 }
 
 /// The data of a signature being made: hashed as it comes, or buffered.
@@ -240,7 +147,7 @@ pub struct SignOperation {
 impl SignOperation {
     /// Starts an operation.
     pub fn new(mechanism: SignMechanism) -> SignOperation {
-        let input = if mechanism.hashes_here() {
+        let input = if mechanism.hashes() {
             Input::Hash(Sha256::new())
         } else {
             Input::Buffer(Zeroizing::new(Vec::new()))
@@ -269,7 +176,7 @@ impl SignOperation {
     }
 
     /// What signerd signs: `(raw mechanism, data, PSS parameters)`.
-    pub fn request(&self) -> Result<(CK_MECHANISM_TYPE, Vec<u8>, Option<PssParams>), Error> {
+    pub fn request(&self) -> Result<(CK_MECHANISM_TYPE, Vec<u8>, Option<WirePss>), Error> {
         let data = match &self.input {
             Input::Hash(h) => {
                 let digest = h.clone().finalize();
@@ -285,10 +192,11 @@ impl SignOperation {
                 b.to_vec()
             }
         };
+        let raw = self.mechanism.raw();
         Ok((
-            raw_of(self.mechanism.mechanism_type()),
+            raw.ckm() as CK_MECHANISM_TYPE,
             data,
-            self.mechanism.pss(),
+            raw.pss().map(signerd_client::wire::pss),
         ))
     }
 }
@@ -306,7 +214,7 @@ mod tests {
 
     #[test]
     fn hashed_mechanisms_send_the_digest_with_the_raw_mechanism() {
-        let mut op = SignOperation::new(SignMechanism::parse(CKM_ECDSA_SHA256, &[]).unwrap());
+        let mut op = SignOperation::new(parse(CKM_ECDSA_SHA256, &[]).unwrap());
         op.update(b"hello ").unwrap();
         op.update(b"world").unwrap();
         let (mech, data, pss) = op.request().unwrap();
@@ -314,15 +222,14 @@ mod tests {
         assert_eq!(data, Sha256::digest(b"hello world").to_vec());
         assert!(pss.is_none());
 
-        let mut op = SignOperation::new(SignMechanism::parse(CKM_SHA256_RSA_PKCS, &[]).unwrap());
+        let mut op = SignOperation::new(parse(CKM_SHA256_RSA_PKCS, &[]).unwrap());
         op.update(b"x").unwrap();
         let (mech, data, _) = op.request().unwrap();
         assert_eq!(mech, CKM_RSA_PKCS);
         assert_eq!(data.len(), 19 + 32);
 
         let params = pss_bytes(CKM_SHA256, CKG_MGF1_SHA256, 32);
-        let mut op =
-            SignOperation::new(SignMechanism::parse(CKM_SHA256_RSA_PKCS_PSS, &params).unwrap());
+        let mut op = SignOperation::new(parse(CKM_SHA256_RSA_PKCS_PSS, &params).unwrap());
         op.update(b"x").unwrap();
         let (mech, _, pss) = op.request().unwrap();
         assert_eq!(mech, CKM_RSA_PKCS_PSS);
@@ -332,24 +239,24 @@ mod tests {
     #[test]
     fn parameters_are_checked() {
         assert!(matches!(
-            SignMechanism::parse(CKM_ECDSA, &[1]),
+            parse(CKM_ECDSA, &[1]),
             Err(Error::MechanismParamInvalid(_))
         ));
         assert!(matches!(
-            SignMechanism::parse(CKM_RSA_PKCS_PSS, &[0; 4]),
+            parse(CKM_RSA_PKCS_PSS, &[0; 4]),
             Err(Error::MechanismParamInvalid(_))
         ));
         assert!(matches!(
-            SignMechanism::parse(CKM_SHA256_RSA_PKCS_PSS, &pss_bytes(CKM_SHA384, 2, 48)),
+            parse(CKM_SHA256_RSA_PKCS_PSS, &pss_bytes(CKM_SHA384, 2, 48)),
             Err(Error::MechanismParamInvalid(_))
         ));
         assert!(matches!(
-            SignMechanism::parse(CKM_AES_CBC, &[]),
+            parse(CKM_AES_CBC, &[]),
             Err(Error::MechanismInvalid(_))
         ));
         let mut eddsa_ph = vec![1u8; 1];
         eddsa_ph.resize(24, 0);
-        assert!(SignMechanism::parse(CKM_EDDSA, &eddsa_ph).is_err());
+        assert!(parse(CKM_EDDSA, &eddsa_ph).is_err());
     }
 
     #[test]

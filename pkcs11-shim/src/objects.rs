@@ -13,14 +13,8 @@ use der::{Decode, Encode};
 use rsa::pkcs8::DecodePublicKey;
 use rsa::traits::PublicKeyParts;
 use signerd_proto::admin::{KeyType, Object, ObjectClass, ObjectRef};
+use signerd_vocab::curve::{ED25519_PARAMS, P256_PARAMS};
 use spki::SubjectPublicKeyInfoRef;
-
-/// DER of the P-256 curve OID, the `CKA_EC_PARAMS` of signerd's ECDSA keys.
-pub const P256_PARAMS: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
-/// DER of the Ed25519 OID (1.3.101.112), the `CKA_EC_PARAMS` of Ed25519 keys.
-pub const ED25519_PARAMS: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
-/// DER PrintableString `edwards25519`, how PKCS#11 2.40-era tools name the curve.
-pub const ED25519_PARAMS_NAME: &[u8] = b"\x13\x0cedwards25519";
 
 /// One attribute of an object, as `C_GetAttributeValue` answers it.
 #[derive(Debug, PartialEq, Eq)]

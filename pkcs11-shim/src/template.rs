@@ -5,14 +5,14 @@
 //! `C_CreateObject` template can hold a private key).
 
 use cryptoki_sys::*;
+use signerd_client::secret::ImportPrivateKeyRequest;
 use signerd_proto::admin::{
     FindObjectsRequest, GenerateKeyPairRequest, KeyType, ObjectClass, StoreCertificateRequest,
 };
+use signerd_vocab::curve::{ED25519_PARAMS, ED25519_PARAMS_NAME, P256_PARAMS};
 use zeroize::Zeroizing;
 
-use crate::bridge::ImportPrivateKeyRequest;
 use crate::error::Error;
-use crate::objects::{ED25519_PARAMS, ED25519_PARAMS_NAME, P256_PARAMS};
 
 /// One attribute of a template, copied out of the caller's memory.
 #[derive(Clone)]

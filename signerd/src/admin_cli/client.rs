@@ -1,15 +1,16 @@
 //! The admin CLI's connection to signerd: the Unix socket by default, or the mTLS port with an
-//! admin client certificate. Calls block (a current-thread runtime inside), so the certificate
-//! builders' synchronous signing traits can call the token.
+//! admin client certificate. A thin blocking facade over [`signerd_client`] (the client the
+//! PKCS#11 shim uses too): calls block on a current-thread runtime inside, so the certificate
+//! builders' synchronous signing traits can call the token; this file only turns the client's
+//! typed errors into exit codes and hints.
 
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
+use signerd_client::{Call, Client, Endpoint, Options, Refusal, SetupError, TlsEndpoint, TlsFile};
 use signerd_proto::admin as pb;
-use signerd_proto::admin::token_admin_client::TokenAdminClient;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
-use tonic::Code;
 
 use super::{CliError, Exit};
 
@@ -37,12 +38,15 @@ pub struct ConnectArgs {
 }
 
 /// Default admin socket: where the embedded dev default serves it.
-pub const DEFAULT_SOCKET: &str = ".signerd/admin.sock";
+pub const DEFAULT_SOCKET: &str = signerd_vocab::DEFAULT_ADMIN_SOCKET;
+
+/// Longest one admin call may take: generating an RSA key in a slow token takes a while.
+const CALL_DEADLINE: Duration = Duration::from_secs(120);
 
 /// A blocking admin API client.
 pub struct AdminClient {
     runtime: tokio::runtime::Runtime,
-    inner: TokenAdminClient<Channel>,
+    client: Client,
     target: String,
 }
 
@@ -69,31 +73,38 @@ impl AdminClient {
                 )
             }
         };
-        let channel = runtime
-            .block_on(endpoint.connect())
-            .map_err(|e| unreachable(&target, &e))?;
-        Ok(AdminClient {
+        let client = Client::new(
+            endpoint,
+            Options {
+                deadline: CALL_DEADLINE,
+                ..Options::default()
+            },
+        );
+        let admin = AdminClient {
             runtime,
-            inner: TokenAdminClient::new(channel),
+            client,
             target,
-        })
+        };
+        admin
+            .runtime
+            .block_on(admin.client.connect())
+            .map_err(|e| admin.error("connecting", e))?;
+        Ok(admin)
     }
 
-    fn call<T>(
-        &self,
-        what: &str,
-        f: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    ) -> Result<T, CliError> {
+    fn call<C: Call>(&self, what: &str, request: C) -> Result<C::Response, CliError> {
         self.runtime
-            .block_on(f)
-            .map(tonic::Response::into_inner)
-            .map_err(|s| status_error(what, &self.target, &s))
+            .block_on(self.client.call(request))
+            .map_err(|e| self.error(what, e))
+    }
+
+    fn error(&self, what: &str, e: signerd_client::Error) -> CliError {
+        client_error(what, &self.target, e)
     }
 
     /// The token signerd serves.
     pub fn token(&self) -> Result<pb::TokenInfo, CliError> {
-        let mut c = self.inner.clone();
-        let list = self.call("listing tokens", c.list_tokens(pb::ListTokensRequest {}))?;
+        let list = self.call("listing tokens", pb::ListTokensRequest {})?;
         list.tokens
             .into_iter()
             .next()
@@ -102,16 +113,12 @@ impl AdminClient {
 
     /// Objects matching `filter`.
     pub fn find(&self, filter: pb::FindObjectsRequest) -> Result<Vec<pb::Object>, CliError> {
-        let mut c = self.inner.clone();
-        Ok(self
-            .call("finding objects", c.find_objects(filter))?
-            .objects)
+        Ok(self.call("finding objects", filter)?.objects)
     }
 
     /// Generates a key pair; returns the private key object.
     pub fn generate(&self, request: pb::GenerateKeyPairRequest) -> Result<pb::Object, CliError> {
-        let mut c = self.inner.clone();
-        self.call("generating a key", c.generate_key_pair(request))?
+        self.call("generating a key", request)?
             .private_key
             .ok_or_else(|| CliError::new(Exit::Failed, "signerd returned no private key object"))
     }
@@ -124,14 +131,13 @@ impl AdminClient {
         pss: Option<pb::PssParams>,
         data: &[u8],
     ) -> Result<Vec<u8>, CliError> {
-        let mut c = self.inner.clone();
         let request = pb::SignRequest {
             key: Some(key.clone()),
             mechanism,
             data: data.to_vec(),
             pss,
         };
-        Ok(self.call("signing", c.sign(request))?.signature)
+        Ok(self.call("signing", request)?.signature)
     }
 
     /// Stores a certificate.
@@ -141,22 +147,20 @@ impl AdminClient {
         label: &str,
         der: Vec<u8>,
     ) -> Result<pb::Object, CliError> {
-        let mut c = self.inner.clone();
         let request = pb::StoreCertificateRequest {
             id,
             label: label.to_owned(),
             certificate_der: der,
         };
-        self.call("storing a certificate", c.store_certificate(request))
+        self.call("storing a certificate", request)
     }
 
     /// Destroys the objects `reference` names; returns how many.
     pub fn destroy(&self, reference: pb::ObjectRef) -> Result<u32, CliError> {
-        let mut c = self.inner.clone();
         let request = pb::DestroyObjectRequest {
             r#ref: Some(reference),
         };
-        Ok(self.call("deleting", c.destroy_object(request))?.destroyed)
+        Ok(self.call("deleting", request)?.destroyed)
     }
 }
 
@@ -171,78 +175,71 @@ fn socket_endpoint(path: &Path) -> Result<Endpoint, CliError> {
             "start signerd (`signerd serve`; with no config it serves .signerd/admin.sock), or point --socket / SIGNERD_SOCKET at its admin.socket",
         ));
     }
-    Endpoint::from_shared(format!("unix:{}", absolute.display()))
-        .map(|e| {
-            e.connect_timeout(Duration::from_secs(5))
-                .timeout(Duration::from_secs(120))
-        })
-        .map_err(|e| {
-            CliError::new(
-                Exit::BadInput,
-                format!("socket path {}: {e}", absolute.display()),
-            )
-        })
+    Ok(Endpoint::Unix(absolute))
 }
 
 fn tls_endpoint(args: &ConnectArgs, addr: &str) -> Result<Endpoint, CliError> {
-    let read = |what: &str, path: &Option<PathBuf>| -> Result<Vec<u8>, CliError> {
-        let path = path.as_ref().ok_or_else(|| {
+    let given = |what: &str, path: &Option<PathBuf>| -> Result<PathBuf, CliError> {
+        path.clone().ok_or_else(|| {
             CliError::new(Exit::BadInput, format!("--addr needs --{what}"))
                 .hint("give --cert, --key-file and --server-ca of an admin client, or use the admin socket (--socket)")
-        })?;
-        std::fs::read(path).map_err(|e| {
-            CliError::new(
-                Exit::BadInput,
-                format!("cannot read --{what} {}: {e}", path.display()),
-            )
         })
     };
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(read("server-ca", &args.server_ca)?))
-        .identity(Identity::from_pem(
-            read("cert", &args.cert)?,
-            read("key-file", &args.key_file)?,
-        ))
-        .domain_name(args.server_name.clone());
-    Endpoint::from_shared(format!("https://{addr}"))
-        .and_then(|e| e.tls_config(tls))
-        .map(|e| {
-            e.connect_timeout(Duration::from_secs(5))
-                .timeout(Duration::from_secs(120))
-        })
-        .map_err(|e| CliError::new(Exit::BadInput, format!("--addr {addr}: {e}")))
+    Ok(Endpoint::Tls(TlsEndpoint {
+        uri: format!("https://{addr}"),
+        domain: args.server_name.clone(),
+        ca: given("server-ca", &args.server_ca)?,
+        client_cert: given("cert", &args.cert)?,
+        client_key: given("key-file", &args.key_file)?,
+    }))
 }
 
-fn unreachable(target: &str, e: &tonic::transport::Error) -> CliError {
-    use std::error::Error as _;
-    let mut cause = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        cause = s.to_string();
-        source = s.source();
+/// A failed admin call (`what`: "signing", ...) to `target` as a CLI error.
+fn client_error(what: &str, target: &str, e: signerd_client::Error) -> CliError {
+    use signerd_client::Error as E;
+    match e {
+        E::Setup(SetupError::Read { file, path, source }) => {
+            let flag = match file {
+                TlsFile::Ca => "server-ca",
+                TlsFile::ClientCert => "cert",
+                TlsFile::ClientKey => "key-file",
+            };
+            CliError::new(
+                Exit::BadInput,
+                format!("cannot read --{flag} {}: {source}", path.display()),
+            )
+        }
+        E::Setup(setup) => CliError::new(Exit::BadInput, format!("{target}: {setup}")),
+        E::NotReached { .. } if e.io_error_kind() == Some(io::ErrorKind::PermissionDenied) => {
+            CliError::new(Exit::Denied, format!("{what}: {e}")).hint(
+                "the socket is mode 0660: run as signerd's user or group, or ask for your uid in admin.allow_uids (and socket access)",
+            )
+        }
+        E::NotReached { .. } | E::ConnectionLost { .. } | E::TimedOut { .. } => {
+            CliError::new(Exit::Unreachable, format!("{what}: {e}"))
+                .hint("is `signerd serve` running? check --socket / SIGNERD_SOCKET (or --addr) and signerd's admin config")
+        }
+        E::Refused {
+            refusal, message, ..
+        } => refused(what, target, refusal, &message),
     }
-    if cause.contains("Permission denied") {
-        return CliError::new(Exit::Denied, format!("cannot open {target}: {cause}")).hint(
-            "the socket is mode 0660: run as signerd's user or group, or ask for your uid in admin.allow_uids (and socket access)",
-        );
-    }
-    CliError::new(Exit::Unreachable, format!("cannot reach {target}: {cause}"))
-        .hint("is `signerd serve` running? check --socket / SIGNERD_SOCKET (or --addr) and signerd's admin config")
 }
 
-/// An error status from signerd as a CLI error.
-pub fn status_error(what: &str, target: &str, status: &tonic::Status) -> CliError {
-    let message = format!("{what}: {}", status.message());
-    match status.code() {
-        Code::PermissionDenied => CliError::new(Exit::Denied, message),
-        Code::NotFound => CliError::new(Exit::NotFound, message),
-        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
+/// signerd's refusal of `what` as a CLI error.
+fn refused(what: &str, target: &str, refusal: Refusal, message: &str) -> CliError {
+    let message = format!("{what}: {message}");
+    match refusal {
+        Refusal::PermissionDenied => CliError::new(Exit::Denied, message),
+        Refusal::NotFound => CliError::new(Exit::NotFound, message),
+        Refusal::InvalidArgument | Refusal::FailedPrecondition => {
             CliError::new(Exit::BadInput, message)
         }
-        Code::Unavailable => CliError::new(Exit::Unreachable, message)
+        Refusal::Unavailable => CliError::new(Exit::Unreachable, message)
             .hint(format!("check that {target} is up and its token present (signerd check-config)")),
-        Code::Unimplemented => CliError::new(Exit::Failed, message)
+        Refusal::Unimplemented => CliError::new(Exit::Failed, message)
             .hint("this signerd does not serve the admin API there; on the mTLS port it needs admin.admin_clients"),
-        _ => CliError::new(Exit::Failed, message),
+        Refusal::AlreadyExists | Refusal::ResourceExhausted | Refusal::Failed => {
+            CliError::new(Exit::Failed, message)
+        }
     }
 }

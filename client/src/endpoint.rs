@@ -1,0 +1,165 @@
+//! Where signerd's admin API is, and the one place a channel to it is built.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use zeroize::Zeroizing;
+
+use crate::error::SetupError;
+
+/// How to reach signerd's admin API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// The admin Unix socket (signerd checks the peer's uid).
+    Unix(PathBuf),
+    /// The admin API over mutual TLS, with an admin client certificate.
+    Tls(TlsEndpoint),
+}
+
+/// An mTLS admin endpoint. The files are read each time a connection is made, so a renewed
+/// certificate is picked up on the next reconnect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsEndpoint {
+    /// `https://host:port`.
+    pub uri: String,
+    /// The name signerd's certificate must carry.
+    pub domain: String,
+    /// Admin client certificate (PEM), listed in signerd's `admin.admin_clients`.
+    pub client_cert: PathBuf,
+    /// Its key (PEM).
+    pub client_key: PathBuf,
+    /// CA that signed signerd's certificate (PEM).
+    pub ca: PathBuf,
+}
+
+/// One of the files an mTLS endpoint reads, to name it in errors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsFile {
+    /// [`TlsEndpoint::ca`].
+    Ca,
+    /// [`TlsEndpoint::client_cert`].
+    ClientCert,
+    /// [`TlsEndpoint::client_key`].
+    ClientKey,
+}
+
+impl fmt::Display for TlsFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TlsFile::Ca => "the CA file",
+            TlsFile::ClientCert => "the client certificate",
+            TlsFile::ClientKey => "the client key",
+        })
+    }
+}
+
+impl Endpoint {
+    /// The same endpoint with a relative socket path made absolute against the current
+    /// directory: where the process started, not wherever it is when it first connects.
+    pub fn absolute(self) -> Endpoint {
+        match self {
+            Endpoint::Unix(p) if p.is_relative() => {
+                Endpoint::Unix(std::path::absolute(&p).unwrap_or(p))
+            }
+            other => other,
+        }
+    }
+
+    /// Where signerd is, for messages: `unix:<path>` or the `https://` address.
+    pub fn describe(&self) -> String {
+        match self {
+            Endpoint::Unix(p) => format!("unix:{}", p.display()),
+            Endpoint::Tls(t) => t.uri.clone(),
+        }
+    }
+
+    /// The tonic endpoint for this address; nothing connects yet.
+    pub(crate) fn tonic(
+        &self,
+        connect_timeout: Duration,
+    ) -> Result<tonic::transport::Endpoint, SetupError> {
+        match self {
+            Endpoint::Unix(path) => {
+                let text = path
+                    .to_str()
+                    .ok_or_else(|| SetupError::SocketPath(path.clone()))?;
+                tonic::transport::Endpoint::from_shared(format!("unix:{text}")).map_err(|source| {
+                    SetupError::Address {
+                        address: self.describe(),
+                        source,
+                    }
+                })
+            }
+            Endpoint::Tls(t) => {
+                let read = |file: TlsFile, path: &PathBuf| {
+                    std::fs::read(path).map_err(|source| SetupError::Read {
+                        file,
+                        path: path.clone(),
+                        source,
+                    })
+                };
+                let ca = read(TlsFile::Ca, &t.ca)?;
+                let cert = read(TlsFile::ClientCert, &t.client_cert)?;
+                let key = Zeroizing::new(read(TlsFile::ClientKey, &t.client_key)?);
+                let tls = ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(ca))
+                    .identity(Identity::from_pem(cert, key.as_slice()))
+                    .domain_name(t.domain.clone());
+                tonic::transport::Endpoint::from_shared(t.uri.clone())
+                    .map_err(|source| SetupError::Address {
+                        address: t.uri.clone(),
+                        source,
+                    })?
+                    .tls_config(tls)
+                    .map_err(SetupError::Tls)
+                    .map(|e| e.connect_timeout(connect_timeout))
+            }
+        }
+    }
+
+    /// A channel that connects on its first call (and again after a failure).
+    pub(crate) fn lazy_channel(&self, connect_timeout: Duration) -> Result<Channel, SetupError> {
+        Ok(self.tonic(connect_timeout)?.connect_lazy())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_sockets_are_anchored_where_the_process_started() {
+        let Endpoint::Unix(p) = Endpoint::Unix(PathBuf::from(".signerd/admin.sock")).absolute()
+        else {
+            unreachable!("a Unix endpoint stays one")
+        };
+        assert_eq!(
+            p,
+            std::env::current_dir().unwrap().join(".signerd/admin.sock")
+        );
+        let absolute = Endpoint::Unix(PathBuf::from("/run/signerd/admin.sock"));
+        assert_eq!(absolute.clone().absolute(), absolute);
+        assert_eq!(absolute.describe(), "unix:/run/signerd/admin.sock");
+    }
+
+    #[test]
+    fn unreadable_tls_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let endpoint = Endpoint::Tls(TlsEndpoint {
+            uri: "https://localhost:1".into(),
+            domain: "localhost".into(),
+            client_cert: dir.path().join("client.pem"),
+            client_key: dir.path().join("client-key.pem"),
+            ca: dir.path().join("ca.pem"),
+        });
+        match endpoint.tonic(Duration::from_secs(1)).err() {
+            Some(SetupError::Read { file, path, .. }) => {
+                assert_eq!(file, TlsFile::Ca);
+                assert_eq!(path, dir.path().join("ca.pem"));
+            }
+            other => panic!("expected a read error, got {other:?}"),
+        }
+    }
+}

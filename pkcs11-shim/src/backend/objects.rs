@@ -1,0 +1,170 @@
+//! Objects: which the caller may see, their attributes, and the calls that change the token
+//! (certificates, imported keys, generated key pairs, destruction).
+
+use std::sync::Arc;
+
+use cryptoki_sys::*;
+use signerd_client::Rpc;
+use signerd_proto::admin::{
+    DestroyObjectRequest, DestroyObjectResponse, GenerateKeyPairResponse, ImportPrivateKeyResponse,
+    Object,
+};
+
+use super::login::Login;
+use super::Shim;
+use crate::error::Error;
+use crate::log::shim_log;
+use crate::objects::{AttrValue, ObjectView};
+use crate::template::{self, Attr, NewObject};
+
+impl Shim {
+    /// Whether the configuration hides `view` (e.g. Ed25519 keys from libp11).
+    pub(super) fn hidden(&self, view: &ObjectView) -> bool {
+        let key_type = view.key_type();
+        self.config.hide_key_types.contains(&key_type)
+            || self
+                .config
+                .max_id_len
+                .is_some_and(|max| view.reference().id.len() > max)
+    }
+
+    /// The object behind `object`, if this session may see it.
+    pub(super) fn visible_object(
+        &self,
+        slot: CK_SLOT_ID,
+        object: CK_OBJECT_HANDLE,
+    ) -> Result<Arc<ObjectView>, Error> {
+        let view = self
+            .objects
+            .lock()?
+            .get(object)
+            .ok_or(Error::ObjectHandleInvalid)?;
+        if self.hidden(&view) {
+            return Err(Error::ObjectHandleInvalid);
+        }
+        if view.is_private() && self.login_of(slot)? != Some(Login::User) {
+            return Err(Error::UserNotLoggedIn);
+        }
+        Ok(view)
+    }
+
+    /// Records objects signerd returned and gives their handles.
+    pub(super) fn remember(
+        &self,
+        objects: Vec<Object>,
+    ) -> Result<Vec<(CK_OBJECT_HANDLE, Arc<ObjectView>)>, Error> {
+        let mut table = self.objects.lock()?;
+        Ok(objects.into_iter().map(|o| table.upsert(o)).collect())
+    }
+
+    /// `C_GetAttributeValue`: one answer per requested type.
+    pub fn attributes(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        object: CK_OBJECT_HANDLE,
+        types: &[CK_ATTRIBUTE_TYPE],
+    ) -> Result<Vec<AttrValue>, Error> {
+        let slot = self.session(handle)?.lock()?.slot;
+        let view = self.visible_object(slot, object)?;
+        Ok(types.iter().map(|t| view.attribute(*t)).collect())
+    }
+
+    /// Checks that the session may change the token.
+    pub(super) fn writable(&self, handle: CK_SESSION_HANDLE) -> Result<(CK_SLOT_ID, Login), Error> {
+        let (slot, rw) = {
+            let session = self.session(handle)?;
+            let s = session.lock()?;
+            (s.slot, s.read_write)
+        };
+        if !rw {
+            return Err(Error::SessionReadOnly);
+        }
+        let who = self.login_of(slot)?.ok_or(Error::UserNotLoggedIn)?;
+        Ok((slot, who))
+    }
+
+    /// `C_CreateObject`: stores a certificate, or imports a private key into the token (the
+    /// notary CLI does this logged in as SO, like ykcs11 allows).
+    pub fn create_object(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        template: &[Attr],
+    ) -> Result<CK_OBJECT_HANDLE, Error> {
+        self.writable(handle)?;
+        let object = match template::new_object(template)? {
+            NewObject::Certificate(request) => self.bridge.call(request)?,
+            NewObject::PrivateKey(request) => {
+                let response: ImportPrivateKeyResponse = self.bridge.call(request)?;
+                if let Some(public) = response.public_key {
+                    self.remember(vec![public])?;
+                }
+                response.private_key.ok_or_else(|| Error::Refused {
+                    call: Rpc::ImportPrivateKey,
+                    message: "signerd returned no private key object".into(),
+                })?
+            }
+        };
+        let (h, view) = self
+            .remember(vec![object])?
+            .pop()
+            .ok_or_else(|| Error::General("no object remembered".into()))?;
+        shim_log!(
+            Info,
+            "C_CreateObject",
+            "created {:?} object with CKA_ID {} in signerd's token",
+            view.class(),
+            hex_id(&view.reference().id)
+        );
+        Ok(h)
+    }
+
+    /// `C_GenerateKeyPair`: the key pair is made in signerd's token.
+    pub fn generate_key_pair(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        mechanism: CK_MECHANISM_TYPE,
+        public: &[Attr],
+        private: &[Attr],
+    ) -> Result<(CK_OBJECT_HANDLE, CK_OBJECT_HANDLE), Error> {
+        self.writable(handle)?;
+        let request = template::key_pair_request(mechanism, public, private)?;
+        let response: GenerateKeyPairResponse = self.bridge.call(request)?;
+        let missing = || Error::Refused {
+            call: Rpc::GenerateKeyPair,
+            message: "signerd returned no key object".into(),
+        };
+        let public = response.public_key.ok_or_else(missing)?;
+        let private = response.private_key.ok_or_else(missing)?;
+        let mut handles = self.remember(vec![public, private])?;
+        let (private_h, view) = handles.pop().ok_or_else(missing)?;
+        let (public_h, _) = handles.pop().ok_or_else(missing)?;
+        shim_log!(
+            Info,
+            "C_GenerateKeyPair",
+            "generated a {:?} key pair in signerd's token, CKA_ID {}",
+            view.key_type(),
+            hex_id(&view.reference().id)
+        );
+        Ok((public_h, private_h))
+    }
+
+    /// `C_DestroyObject`.
+    pub fn destroy_object(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        object: CK_OBJECT_HANDLE,
+    ) -> Result<(), Error> {
+        let (slot, _) = self.writable(handle)?;
+        let view = self.visible_object(slot, object)?;
+        let _: DestroyObjectResponse = self.bridge.call(DestroyObjectRequest {
+            r#ref: Some(view.reference()),
+        })?;
+        self.objects.lock()?.remove(object);
+        Ok(())
+    }
+}
+
+/// A `CKA_ID` for log lines.
+fn hex_id(id: &[u8]) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}

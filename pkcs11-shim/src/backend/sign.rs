@@ -1,0 +1,174 @@
+//! Signing operations: single- and multi-part, with the PKCS#11 size conventions.
+
+use std::sync::Arc;
+
+use cryptoki_sys::*;
+use signerd_proto::admin::{SignRequest, SignResponse};
+
+use super::login::Login;
+use super::Shim;
+use crate::error::Error;
+use crate::mechanism::{self, SignOperation};
+use crate::objects::ObjectView;
+
+/// What a `C_Sign`/`C_SignFinal` call gives back.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SignOutput {
+    /// Only the length was asked for (null buffer); the operation goes on.
+    Length(usize),
+    /// The buffer is too small for a signature of this length; the operation goes on.
+    TooSmall(usize),
+    /// The signature; the operation is over.
+    Signature(Vec<u8>),
+}
+
+/// A signature in progress.
+pub(super) struct SignState {
+    pub(super) key: Arc<ObjectView>,
+    pub(super) operation: SignOperation,
+}
+
+impl Shim {
+    /// `C_SignInit`.
+    pub fn sign_init(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        mechanism: CK_MECHANISM_TYPE,
+        param: &[u8],
+        key: CK_OBJECT_HANDLE,
+    ) -> Result<(), Error> {
+        let session = self.session(handle)?;
+        let mut s = session.lock()?;
+        if s.sign.is_some() {
+            return Err(Error::OperationActive);
+        }
+        if self.login_of(s.slot)? != Some(Login::User) {
+            return Err(Error::UserNotLoggedIn);
+        }
+        let mechanism = mechanism::parse(mechanism, param)?;
+        let ckm = mechanism.ckm() as CK_MECHANISM_TYPE;
+        if !self.mechanisms()?.iter().any(|(m, _)| *m == ckm) {
+            return Err(Error::MechanismInvalid(ckm));
+        }
+        let view = match self.visible_object(s.slot, key) {
+            Ok(v) => v,
+            Err(Error::ObjectHandleInvalid) => return Err(Error::KeyHandleInvalid),
+            Err(e) => return Err(e),
+        };
+        if !view.is_private() {
+            return Err(Error::KeyHandleInvalid);
+        }
+        if view.key_type() != signerd_client::wire::key_type(mechanism.key_type()) {
+            return Err(Error::KeyTypeInconsistent);
+        }
+        s.sign = Some(SignState {
+            key: view,
+            operation: SignOperation::new(mechanism),
+        });
+        Ok(())
+    }
+
+    /// `C_Sign`: `capacity` is the caller's buffer size, `None` for a size query.
+    pub fn sign(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        data: &[u8],
+        capacity: Option<usize>,
+    ) -> Result<SignOutput, Error> {
+        let session = self.session(handle)?;
+        let mut s = session.lock()?;
+        let state = s.sign.as_mut().ok_or(Error::OperationNotInitialized)?;
+        if state.operation.multipart {
+            // C_Sign cannot finish a multi-part operation; the operation stays as it was.
+            return Err(Error::OperationActive);
+        }
+        let expected = state.key.signature_len();
+        if let Some(len) = expected {
+            match capacity {
+                None => return Ok(SignOutput::Length(len)),
+                Some(c) if c < len => return Ok(SignOutput::TooSmall(len)),
+                Some(_) => {}
+            }
+        }
+        let result = state
+            .operation
+            .update(data)
+            .and_then(|()| self.sign_now(state));
+        // Anything but a size answer ends the operation.
+        s.sign = None;
+        finish(result?, capacity)
+    }
+
+    /// `C_SignUpdate`.
+    pub fn sign_update(&self, handle: CK_SESSION_HANDLE, data: &[u8]) -> Result<(), Error> {
+        let session = self.session(handle)?;
+        let mut s = session.lock()?;
+        let state = s.sign.as_mut().ok_or(Error::OperationNotInitialized)?;
+        state.operation.multipart = true;
+        let result = state.operation.update(data);
+        if result.is_err() {
+            s.sign = None;
+        }
+        result
+    }
+
+    /// `C_SignFinal`.
+    pub fn sign_final(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        capacity: Option<usize>,
+    ) -> Result<SignOutput, Error> {
+        let session = self.session(handle)?;
+        let mut s = session.lock()?;
+        let state = s.sign.as_mut().ok_or(Error::OperationNotInitialized)?;
+        if let Some(len) = state.key.signature_len() {
+            match capacity {
+                None => return Ok(SignOutput::Length(len)),
+                Some(c) if c < len => return Ok(SignOutput::TooSmall(len)),
+                Some(_) => {}
+            }
+        }
+        let result = self.sign_now(state);
+        s.sign = None;
+        finish(result?, capacity)
+    }
+
+    /// Sends the operation to signerd.
+    fn sign_now(&self, state: &SignState) -> Result<Vec<u8>, Error> {
+        let (mechanism, data, pss) = state.operation.request()?;
+        let response: SignResponse = self.bridge.call(SignRequest {
+            key: Some(state.key.reference()),
+            mechanism: mechanism as u64,
+            data,
+            pss,
+        })?;
+        Ok(response.signature)
+    }
+}
+
+/// The answer for a signature signerd made, given the caller's buffer.
+fn finish(signature: Vec<u8>, capacity: Option<usize>) -> Result<SignOutput, Error> {
+    match capacity {
+        Some(c) if c >= signature.len() => Ok(SignOutput::Signature(signature)),
+        // The length was not known beforehand and the buffer is short: the signature is
+        // lost, but the caller learns the size for its next attempt.
+        _ => Ok(SignOutput::TooSmall(signature.len())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_signature_lengths_still_report_a_short_buffer() {
+        assert_eq!(
+            finish(vec![1; 64], Some(10)).unwrap(),
+            SignOutput::TooSmall(64)
+        );
+        assert_eq!(
+            finish(vec![1; 64], Some(64)).unwrap(),
+            SignOutput::Signature(vec![1; 64])
+        );
+    }
+}
