@@ -1,6 +1,5 @@
 //! Where signerd's admin API is, and the one place a channel to it is built.
 
-use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -8,6 +7,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use zeroize::Zeroizing;
 
 use crate::error::SetupError;
+pub use crate::error::TlsFile;
 
 /// How to reach signerd's admin API.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,27 +32,6 @@ pub struct TlsEndpoint {
     pub client_key: PathBuf,
     /// CA that signed signerd's certificate (PEM).
     pub ca: PathBuf,
-}
-
-/// One of the files an mTLS endpoint reads, to name it in errors.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TlsFile {
-    /// [`TlsEndpoint::ca`].
-    Ca,
-    /// [`TlsEndpoint::client_cert`].
-    ClientCert,
-    /// [`TlsEndpoint::client_key`].
-    ClientKey,
-}
-
-impl fmt::Display for TlsFile {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            TlsFile::Ca => "the CA file",
-            TlsFile::ClientCert => "the client certificate",
-            TlsFile::ClientKey => "the client key",
-        })
-    }
 }
 
 impl Endpoint {

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use tonic::{Code, Status};
 
-use crate::endpoint::TlsFile;
 use crate::rpc::Rpc;
 
 /// Any error with a source chain.
@@ -196,6 +195,27 @@ fn root_cause(error: &(dyn StdError + 'static)) -> String {
         .last()
         .map(|e| e.to_string())
         .unwrap_or_default()
+}
+
+/// One of the files an mTLS endpoint reads, to name it in errors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsFile {
+    /// [`crate::endpoint::TlsEndpoint::ca`].
+    Ca,
+    /// [`crate::endpoint::TlsEndpoint::client_cert`].
+    ClientCert,
+    /// [`crate::endpoint::TlsEndpoint::client_key`].
+    ClientKey,
+}
+
+impl std::fmt::Display for TlsFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TlsFile::Ca => "the CA file",
+            TlsFile::ClientCert => "the client certificate",
+            TlsFile::ClientKey => "the client key",
+        })
+    }
 }
 
 #[cfg(test)]
