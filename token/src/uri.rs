@@ -207,7 +207,11 @@ impl fmt::Display for Pkcs11Uri {
             r
         };
         if let Some(module) = &self.module_path {
-            query_attr(f, "module-path", &enc(&module.to_string_lossy(), QUERY_VALUE))?;
+            query_attr(
+                f,
+                "module-path",
+                &enc(&module.to_string_lossy(), QUERY_VALUE),
+            )?;
         }
         match &self.pin_source {
             // `file://` + path, not `file:` + path: the parser strips `file://` first, so a
