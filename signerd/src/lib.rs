@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod devenv;
 pub mod grpc;
+pub mod hardening;
 pub mod keys;
 pub mod logging;
 pub mod server;
