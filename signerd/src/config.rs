@@ -417,7 +417,13 @@ impl FileConfig {
                 LogFormat::Human
             }
         };
-        let log_level = self.log.level.clone().unwrap_or_else(|| "info".into());
+        // tracing-subscriber 0.3 slices each directive with offsets into its trimmed form, so
+        // a blank before a non-ASCII character panicked here (found by fuzz/ config): trim
+        // each directive first.
+        let log_level = self.log.level.as_deref().map_or_else(
+            || "info".to_owned(),
+            |l| l.split(',').map(str::trim).collect::<Vec<_>>().join(","),
+        );
         if let Err(e) = log_level.parse::<tracing_subscriber::EnvFilter>() {
             errors.push(ConfigError(format!("log.level = {log_level:?} is not a filter ({e}); e.g. info, debug, signerd=debug,info")));
         }
@@ -475,6 +481,31 @@ mod tests {
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures")
             .join(name)
+    }
+
+    #[test]
+    fn a_log_level_with_blanks_before_non_ascii_is_checked_not_a_panic() {
+        let resolve = |level: &str| {
+            FileConfig {
+                log: LogSection {
+                    level: Some(level.into()),
+                    ..LogSection::default()
+                },
+                ..FileConfig::default()
+            }
+            .resolve(false)
+        };
+        // fuzz/artifacts/config/crash-67eef03a...: the input's first line as SIGNERD_LOG_LEVEL.
+        let crash = "\r\u{3a6}[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[_[#[[[[[\0\0\0\0\0=";
+        let errors = resolve(crash).unwrap_err();
+        assert!(errors[0].0.starts_with("log.level = "), "{errors:?}");
+        for (level, resolved) in [
+            (" \u{3a6}", "\u{3a6}"),
+            ("info, \u{3a6}=debug", "info,\u{3a6}=debug"),
+            (" signerd=debug , info ", "signerd=debug,info"),
+        ] {
+            assert_eq!(resolve(level).unwrap().log_level, resolved);
+        }
     }
 
     #[test]
