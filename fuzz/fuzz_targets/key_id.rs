@@ -24,7 +24,10 @@ fuzz_target!(|data: &[u8]| {
             assert!(usage.gun.is_empty());
         }
         if let Ok(algorithm) = KeyAlgorithm::from_str(text) {
-            assert_eq!(KeyAlgorithm::from_str(algorithm.as_str()).ok(), Some(algorithm));
+            assert_eq!(
+                KeyAlgorithm::from_str(algorithm.as_str()).ok(),
+                Some(algorithm)
+            );
         }
     }
     assert_eq!(KeyId::from_cka_id(data).is_some(), data.len() == 32);
@@ -36,7 +39,11 @@ fuzz_target!(|data: &[u8]| {
             Ok((algorithm, public_key.clone()))
         );
     }
-    for algorithm in [KeyAlgorithm::Ecdsa, KeyAlgorithm::Ed25519, KeyAlgorithm::Rsa] {
+    for algorithm in [
+        KeyAlgorithm::Ecdsa,
+        KeyAlgorithm::Ed25519,
+        KeyAlgorithm::Rsa,
+    ] {
         let _ = KeyId::of_public_key(algorithm, data);
         let _ = spki_from_public_key(algorithm, data);
     }
