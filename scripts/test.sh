@@ -45,6 +45,7 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+echo "==> cargo check of the fuzz targets (not a workspace member; run them with cargo +nightly fuzz, docs/fuzzing.md)" && cargo check --manifest-path fuzz/Cargo.toml --bins
 echo "==> cargo build (the binaries and the PKCS#11 shim library the integration tests load)"
 cargo build --workspace
 # Tests never build: they run exactly these files (tests/src/artifacts.rs).

@@ -41,11 +41,16 @@ fn bootstrap(args: &ServeArgs) -> Result<Bootstrap, StartupError> {
 
 /// `signerd serve`: serves until SIGTERM or SIGINT.
 fn serve(args: &ServeArgs) -> Result<(), StartupError> {
+    // First: no core dump may ever hold key material (with SoftHSM the keys are in this
+    // process's memory), and descriptors up to the hard limit.
+    let hardened =
+        crate::hardening::harden_process().map_err(|e| StartupError::Server(e.to_string()))?;
     let bootstrap = bootstrap(args)?;
     // Still one thread: nothing has started one yet.
     bootstrap.prepare_process();
     let settings = bootstrap.settings();
     crate::logging::init(settings.log_format, &settings.log_level);
+    tracing::info!("{hardened}");
     let material = crate::tls::load(bootstrap.tls()).map_err(StartupError::Tls)?;
     let admin = bootstrap.admin_plan();
     let token = Arc::new(Token::open(bootstrap.token().clone()).map_err(StartupError::Token)?);

@@ -22,6 +22,7 @@ pub mod config;
 pub mod devenv;
 pub mod edge;
 pub mod grpc;
+pub mod hardening;
 pub mod keys;
 pub mod logging;
 pub mod migrate;

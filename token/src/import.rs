@@ -12,6 +12,7 @@ use crate::date::today;
 use crate::encoding::ck_key_type;
 use crate::error::{refused_input, OpError, TokenError};
 use crate::key::{KeyAlgorithm, KeyId};
+use crate::keygen::{sign_only_private, verify_only_public};
 use crate::objects::{describe, TokenObject};
 
 /// An unencrypted PKCS#8 private key to import. The DER is zeroized when this is dropped.
@@ -36,8 +37,8 @@ impl std::fmt::Debug for PrivateKeyImport {
 }
 
 impl Token {
-    /// Imports an unencrypted PKCS#8 private key (P-256, Ed25519 or RSA) as a sensitive,
-    /// non-extractable private key object plus its public key object; returns (private,
+    /// Imports an unencrypted PKCS#8 private key (P-256, Ed25519 or RSA) as a sign-only,
+    /// sensitive, non-extractable private key object plus its public key object; returns (private,
     /// public). Every copy of the secret signerd makes is zeroized.
     pub fn import_private_key(
         &self,
@@ -71,14 +72,13 @@ impl Token {
         };
         let mut public = common(ObjectClass::PUBLIC_KEY, false);
         // Dated on the public half only, as generated keys are (see Token::generate_pair).
-        public.extend([Attribute::Verify(true), Attribute::StartDate(today())]);
+        public.extend(verify_only_public());
+        public.push(Attribute::StartDate(today()));
         public.extend(material.public_attributes()?);
         let mut private = common(ObjectClass::PRIVATE_KEY, true);
-        private.extend([
-            Attribute::Sign(true),
-            Attribute::Sensitive(true),
-            Attribute::Extractable(false),
-        ]);
+        // The token still reports an imported key as such (CKA_LOCAL, CKA_ALWAYS_SENSITIVE and
+        // CKA_NEVER_EXTRACTABLE false): its secret was outside the token once.
+        private.extend(sign_only_private());
         private.append(&mut material.secret);
         let result = self.run(|conn, session| {
             let pub_handle = session.create_object(&public)?;

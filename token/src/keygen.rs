@@ -128,8 +128,8 @@ impl Token {
         })
     }
 
-    /// Generates a key pair in the token (private half sensitive and not extractable, both
-    /// public half dated today), named as `spec` says: every key signerd makes goes through here.
+    /// Generates a key pair in the token (private half sign-only, sensitive and not
+    /// extractable, public half verify-only and dated today), named as `spec` says: every key signerd makes goes through here.
     pub(crate) fn generate_pair(
         &self,
         session: &Session,
@@ -158,13 +158,10 @@ impl Token {
         let mut public = common(false);
         // Dated on the public half only: SoftHSM 2.6 stores CK_DATE values of private objects
         // so that reading them back fails with CKR_GENERAL_ERROR.
-        public.extend([Attribute::Verify(true), Attribute::StartDate(today())]);
+        public.extend(verify_only_public());
+        public.push(Attribute::StartDate(today()));
         let mut private = common(true);
-        private.extend([
-            Attribute::Sign(true),
-            Attribute::Sensitive(true),
-            Attribute::Extractable(false),
-        ]);
+        private.extend(sign_only_private());
         let algorithm = spec.algorithm;
         let mechanism = match algorithm {
             KeyAlgorithm::Ecdsa => {
@@ -217,6 +214,32 @@ impl Token {
             }
         }
     }
+}
+
+/// The usage attributes of every private key signerd makes or imports: it signs and does
+/// nothing else. Said explicitly because tokens differ in their defaults (SoftHSM makes
+/// private keys that decrypt unless told otherwise), and sensitive and never extractable.
+pub(crate) fn sign_only_private() -> [Attribute; 7] {
+    [
+        Attribute::Sign(true),
+        Attribute::SignRecover(false),
+        Attribute::Decrypt(false),
+        Attribute::Unwrap(false),
+        Attribute::Derive(false),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+    ]
+}
+
+/// The usage attributes of every public key signerd makes or imports: it verifies signatures
+/// and does nothing else.
+pub(crate) fn verify_only_public() -> [Attribute; 4] {
+    [
+        Attribute::Verify(true),
+        Attribute::VerifyRecover(false),
+        Attribute::Encrypt(false),
+        Attribute::Wrap(false),
+    ]
 }
 
 /// Refuses RSA sizes signerd does not make: the same list the config accepts.

@@ -42,12 +42,16 @@ pub struct Pkcs11Uri {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum UriError {
+    /// The token's PIN is in the URI itself (`pin-value`), where `ps`, shell history and config
+    /// backups show it: `signerd serve` refuses it.
+    #[error("the token URI carries the PIN inline (pin-value), where ps, shell history and config backups show it; put the PIN in a file (mode 0600) and name it with pin-source=file:/path/to/pin in the URI or token.pin_file (--pin-file), or use pin-source=env:VAR / token.pin_env")]
+    InlinePin,
     /// The string does not start with `pkcs11:`.
     #[error("a PKCS#11 URI starts with 'pkcs11:', e.g. pkcs11:token=signerd?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/path/to/pin")]
     Scheme,
     /// An attribute is not `name=value`.
     #[error("PKCS#11 URI attribute '{0}' is not name=value")]
-    Malformed(String),
+    Malformed(Redacted),
     /// An attribute is not one signerd understands.
     #[error("unknown PKCS#11 URI attribute '{0}'; path attributes: token, manufacturer, serial, model, slot-id, object, id, type; query attributes: module-path, module-name, pin-source, pin-value")]
     Unknown(String),
@@ -160,6 +164,129 @@ impl Pkcs11Uri {
     }
 }
 
+/// Formats the URI back to RFC 7512 text that parses to the same token, module and PIN source,
+/// except that a `pin-value` is written as `pin-value=REDACTED`: this is what logs and errors
+/// show. Attributes a token selector ignores (`type`, `library-*`, `x-*`) are left out.
+impl fmt::Display for Pkcs11Uri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fn enc<'a>(v: &'a str, set: &'static AsciiSet) -> impl fmt::Display + 'a {
+            utf8_percent_encode(v, set)
+        }
+        f.write_str("pkcs11:")?;
+        let mut sep = "";
+        let mut path_attr = |f: &mut fmt::Formatter<'_>, name: &str, value: &dyn fmt::Display| {
+            let r = write!(f, "{sep}{name}={value}");
+            sep = ";";
+            r
+        };
+        let texts = [
+            ("token", &self.token),
+            ("manufacturer", &self.manufacturer),
+            ("serial", &self.serial),
+            ("model", &self.model),
+        ];
+        for (name, value) in texts {
+            if let Some(v) = value {
+                path_attr(f, name, &enc(v, URI_VALUE))?;
+            }
+        }
+        if let Some(slot) = self.slot_id {
+            path_attr(f, "slot-id", &slot)?;
+        }
+        if let Some(label) = &self.object {
+            path_attr(f, "object", &enc(label, URI_VALUE))?;
+        }
+        if let Some(id) = &self.id {
+            let hex: String = id.iter().map(|b| format!("%{b:02x}")).collect();
+            path_attr(f, "id", &hex)?;
+        }
+        let mut sep = "?";
+        let mut query_attr = |f: &mut fmt::Formatter<'_>, name: &str, value: &dyn fmt::Display| {
+            let r = write!(f, "{sep}{name}={value}");
+            sep = "&";
+            r
+        };
+        if let Some(module) = &self.module_path {
+            query_attr(
+                f,
+                "module-path",
+                &enc(&module.to_string_lossy(), QUERY_VALUE),
+            )?;
+        }
+        match &self.pin_source {
+            // `file://` + path, not `file:` + path: the parser strips `file://` first, so a
+            // path that starts with `//` comes back as it was.
+            Some(PinSource::File(path)) => query_attr(
+                f,
+                "pin-source",
+                &format_args!("file://{}", enc(&path.to_string_lossy(), QUERY_VALUE)),
+            )?,
+            Some(PinSource::Env(var)) => query_attr(
+                f,
+                "pin-source",
+                &format_args!("env:{}", enc(var, QUERY_VALUE)),
+            )?,
+            Some(PinSource::Value(_)) => query_attr(f, "pin-value", &REDACTED)?,
+            None => {}
+        }
+        Ok(())
+    }
+}
+
+impl Pkcs11Uri {
+    /// Whether the PIN is in the URI itself (`pin-value`).
+    pub fn inline_pin(&self) -> bool {
+        matches!(self.pin_source, Some(PinSource::Value(_)))
+    }
+
+    /// Refuses a URI that carries its PIN inline ([`UriError::InlinePin`], which says where to
+    /// put the PIN instead): what `signerd serve` checks its token URI with.
+    pub fn refuse_inline_pin(&self) -> Result<(), UriError> {
+        if self.inline_pin() {
+            Err(UriError::InlinePin)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// URI text as a user wrote it (parsed or not), with every `pin-value` replaced by
+    /// [`REDACTED`]: for messages that must quote text that may not parse.
+    pub fn redact(text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        loop {
+            // Attributes start after `:`, `;`, `?` or `&`; a pin value runs to the next of
+            // `;`, `?`, `&`.
+            let Some(at) = find_pin_value(rest) else {
+                out.push_str(rest);
+                return out;
+            };
+            let value_start = at + "pin-value=".len();
+            out.push_str(&rest[..value_start]);
+            out.push_str(REDACTED);
+            let tail = &rest[value_start..];
+            let end = tail.find([';', '?', '&']).unwrap_or(tail.len());
+            rest = &tail[end..];
+        }
+    }
+}
+
+/// The byte offset of the next `pin-value=` attribute (any case) in `text`.
+fn find_pin_value(text: &str) -> Option<usize> {
+    const NAME: &str = "pin-value=";
+    let lower = text.to_ascii_lowercase();
+    let mut from = 0;
+    while let Some(i) = lower[from..].find(NAME) {
+        let at = from + i;
+        let starts_attr = at == 0 || matches!(lower.as_bytes()[at - 1], b':' | b';' | b'?' | b'&');
+        if starts_attr {
+            return Some(at);
+        }
+        from = at + NAME.len();
+    }
+    None
+}
+
 /// Shows the URI without any PIN value.
 impl fmt::Debug for Pkcs11Uri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -197,6 +324,10 @@ const URI_VALUE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
+/// Characters left as they are in query values (RFC 7512 `pk11-qchar` adds `/`, `:`, `@`), so
+/// module paths and PIN files stay readable.
+const QUERY_VALUE: &AsciiSet = &URI_VALUE.remove(b'/').remove(b':').remove(b'@');
+
 impl fmt::Display for ObjectUri<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fn enc(v: &str) -> impl fmt::Display + '_ {
@@ -222,7 +353,38 @@ impl fmt::Display for ObjectUri<'_> {
 
 fn split_attr(attr: &str) -> Result<(&str, &str), UriError> {
     attr.split_once('=')
-        .ok_or_else(|| UriError::Malformed(attr.to_owned()))
+        .ok_or_else(|| UriError::Malformed(Redacted::attribute(attr)))
+}
+
+/// What a PIN value is replaced with wherever a URI is shown.
+pub const REDACTED: &str = "REDACTED";
+
+/// URI text quoted in an error, with anything that may be a PIN value replaced by [`REDACTED`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Redacted(String);
+
+impl Redacted {
+    /// One attribute as written (without `=`): a mistyped `pin-value` (`pin-value:1234`) is
+    /// still a PIN, so anything that starts like one is not quoted.
+    fn attribute(attr: &str) -> Redacted {
+        if attr.trim().to_ascii_lowercase().starts_with("pin") {
+            Redacted(format!("pin... ({REDACTED})"))
+        } else {
+            Redacted(attr.to_owned())
+        }
+    }
+}
+
+impl From<&str> for Redacted {
+    fn from(text: &str) -> Redacted {
+        Redacted(text.to_owned())
+    }
+}
+
+impl fmt::Display for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 fn text(name: &str, value: &str) -> Result<String, UriError> {
@@ -290,7 +452,7 @@ mod tests {
         );
         assert_eq!(
             "pkcs11:token".parse::<Pkcs11Uri>(),
-            Err(UriError::Malformed("token".into()))
+            Err(UriError::Malformed(Redacted::from("token")))
         );
         assert_eq!(
             "pkcs11:token=a;token=b".parse::<Pkcs11Uri>(),
@@ -344,6 +506,79 @@ mod tests {
             unlabelled.to_string(),
             "pkcs11:token=t;manufacturer=m;serial=s;model=x;id=;type=private"
         );
+    }
+
+    #[test]
+    fn display_formats_a_uri_that_parses_back_the_same() {
+        for text in [
+            "pkcs11:token=signer%20d;manufacturer=SoftHSM%20project;serial=abc;model=m;slot-id=3;object=root%40x%2Fy;id=%01%ff?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/run/pin",
+            "pkcs11:?module-name=softhsm2&pin-source=env:MY_PIN",
+            "pkcs11:token=;id=?pin-source=file:////double/slash",
+            "pkcs11:",
+        ] {
+            let uri: Pkcs11Uri = text.parse().unwrap();
+            let shown = uri.to_string();
+            assert_eq!(shown.parse::<Pkcs11Uri>().unwrap(), uri, "{text} -> {shown}");
+        }
+        let uri: Pkcs11Uri = "pkcs11:token=t?module-path=/m.so&pin-source=file:/run/pin"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            uri.to_string(),
+            "pkcs11:token=t?module-path=/m.so&pin-source=file:///run/pin"
+        );
+    }
+
+    #[test]
+    fn inline_pins_are_found_refused_and_never_shown() {
+        let uri: Pkcs11Uri = "pkcs11:token=t?module-path=/m.so&pin-value=123456"
+            .parse()
+            .unwrap();
+        assert!(uri.inline_pin());
+        assert_eq!(uri.refuse_inline_pin(), Err(UriError::InlinePin));
+        let message = UriError::InlinePin.to_string();
+        assert!(
+            message.contains("pin-source=file:") && message.contains("token.pin_file"),
+            "{message}"
+        );
+        assert_eq!(
+            uri.to_string(),
+            "pkcs11:token=t?module-path=/m.so&pin-value=REDACTED"
+        );
+        assert!(!format!("{uri:?}").contains("123456"));
+        let file: Pkcs11Uri = "pkcs11:token=t?pin-source=file:/p".parse().unwrap();
+        assert!(!file.inline_pin());
+        assert_eq!(file.refuse_inline_pin(), Ok(()));
+    }
+
+    #[test]
+    fn raw_uri_text_is_redacted_wherever_a_pin_value_may_be() {
+        assert_eq!(
+            Pkcs11Uri::redact("pkcs11:token=t?pin-value=123456&module-path=/m.so"),
+            "pkcs11:token=t?pin-value=REDACTED&module-path=/m.so"
+        );
+        assert_eq!(
+            Pkcs11Uri::redact("pkcs11:PIN-VALUE=1;x=2?pin-value=3"),
+            "pkcs11:PIN-VALUE=REDACTED;x=2?pin-value=REDACTED"
+        );
+        assert_eq!(
+            Pkcs11Uri::redact("pkcs11:object=my-pin-value=1"),
+            "pkcs11:object=my-pin-value=1"
+        );
+        // Errors that quote URI text: a mistyped pin-value is not quoted.
+        let err = "pkcs11:token=t?pin-value:123456"
+            .parse::<Pkcs11Uri>()
+            .unwrap_err();
+        assert!(!err.to_string().contains("123456"), "{err}");
+        let dup = "pkcs11:?pin-value=123456&pin-value=654321"
+            .parse::<Pkcs11Uri>()
+            .unwrap_err();
+        assert!(!dup.to_string().contains("123456") && !dup.to_string().contains("654321"));
+        let both = "pkcs11:?pin-value=123456&pin-source=x://y"
+            .parse::<Pkcs11Uri>()
+            .unwrap_err()
+            .to_string();
+        assert!(!both.contains("123456"), "{both}");
     }
 
     #[test]

@@ -194,9 +194,13 @@ impl FileConfig {
         let token = match &self.token.uri {
             Some(text) => match text.parse::<Pkcs11Uri>() {
                 Ok(uri) => {
+                    if let Err(e) = uri.refuse_inline_pin() {
+                        errors.push(ConfigError(format!("token.uri: {e}")));
+                    }
                     if uri.module_path.is_none() {
                         errors.push(ConfigError(format!(
-                            "token.uri {text:?} has no module-path; add ?module-path=/usr/lib/softhsm/libsofthsm2.so (or your HSM's module)"
+                            "token.uri {:?} has no module-path; add ?module-path=/usr/lib/softhsm/libsofthsm2.so (or your HSM's module)",
+                            Pkcs11Uri::redact(text)
                         )));
                     }
                     if uri.pin_source.is_none() && pin_override.is_none() {
@@ -234,11 +238,13 @@ impl FileConfig {
                 LogFormat::Human
             }
         };
-        let log_level = self
-            .log
-            .level
-            .clone()
-            .unwrap_or_else(|| defaults::LOG_LEVEL.into());
+        // tracing-subscriber 0.3 slices each directive with offsets into its trimmed form, so
+        // a blank before a non-ASCII character panicked here (found by fuzz/ config): trim
+        // each directive first.
+        let log_level = self.log.level.as_deref().map_or_else(
+            || defaults::LOG_LEVEL.to_owned(),
+            |l| l.split(',').map(str::trim).collect::<Vec<_>>().join(","),
+        );
         if let Err(e) = log_level.parse::<tracing_subscriber::EnvFilter>() {
             errors.push(ConfigError(format!("log.level = {log_level:?} is not a filter ({e}); e.g. info, debug, signerd=debug,info")));
         }
@@ -295,6 +301,31 @@ impl FileConfig {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_log_level_with_blanks_before_non_ascii_is_checked_not_a_panic() {
+        let resolve = |level: &str| {
+            FileConfig {
+                log: super::super::file::LogSection {
+                    level: Some(level.into()),
+                    ..Default::default()
+                },
+                ..FileConfig::default()
+            }
+            .resolve(false)
+        };
+        // fuzz/artifacts/config/crash-67eef03a...: the input's first line as SIGNERD_LOG_LEVEL.
+        let crash = "\r\u{3a6}[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[_[#[[[[[\0\0\0\0\0=";
+        let errors = resolve(crash).unwrap_err();
+        assert!(errors[0].0.starts_with("log.level = "), "{errors:?}");
+        for (level, resolved) in [
+            (" \u{3a6}", "\u{3a6}"),
+            ("info, \u{3a6}=debug", "info,\u{3a6}=debug"),
+            (" signerd=debug , info ", "signerd=debug,info"),
+        ] {
+            assert_eq!(resolve(level).unwrap().log_level, resolved);
+        }
+    }
+
     use super::*;
     use std::collections::HashMap;
 
