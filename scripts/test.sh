@@ -45,7 +45,9 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
-echo "==> cargo check of the fuzz targets (not a workspace member; run them with cargo +nightly fuzz, docs/fuzzing.md)" && cargo check --manifest-path fuzz/Cargo.toml --bins
+echo "==> cargo clippy of the fuzz targets (not a workspace member; run them with cargo +nightly fuzz, docs/fuzzing.md)"
+# The workspace's target dir, versions and profile: the dependencies checked above are reused.
+cargo clippy --manifest-path fuzz/Cargo.toml --target-dir target --bins -- -D warnings
 echo "==> cargo build (the binaries and the PKCS#11 shim library the integration tests load)"
 cargo build --workspace
 # Tests never build: they run exactly these files (tests/src/artifacts.rs).
