@@ -97,6 +97,7 @@ fn serve(args: &ServeArgs) -> Result<(), StartupError> {
             keys.clone(),
             Some(admin),
             edge,
+            settings.limits,
             settings.shutdown_grace,
             crate::server::shutdown_signal(),
         )

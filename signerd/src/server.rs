@@ -14,13 +14,15 @@ use tonic::transport::Server;
 
 use crate::admin::serving::AdminServing;
 use crate::audit::Port;
+use crate::config::Limits;
 use crate::edge::inflight::InFlight;
+use crate::edge::limits::GoSizeStatusLayer;
 use crate::edge::policy::{Policy, PolicyHandle};
 use crate::edge::Edge;
 use crate::grpc::health::TokenHealth;
 use crate::grpc::notary::NotarySigner;
 use crate::keys::KeyStore;
-use crate::tls::TlsMaterial;
+use crate::tls::{ConnectionCap, ConnectionLimits, TlsMaterial};
 
 /// Reads the policy again (config file and environment), for SIGHUP; `Err` lists what is wrong
 /// with the new file, and the policy in force stays.
@@ -70,13 +72,16 @@ pub async fn bind(listen: SocketAddr) -> Result<TcpListener, String> {
     })
 }
 
-/// Serves until `shutdown` resolves, then lets in-flight requests finish for up to `grace`.
+/// Serves until `shutdown` resolves, then lets in-flight requests finish for up to `grace`;
+/// every client held to `limits`.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     listener: TcpListener,
     tls: &TlsMaterial,
     keys: KeyStore,
     admin: Option<AdminServing>,
     edge: Edge,
+    limits: Limits,
     grace: Duration,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
@@ -84,12 +89,27 @@ pub async fn serve(
     let signer = NotarySigner::new(keys.clone());
     let admin_on_tls = admin.as_ref().and_then(|a| a.tls_service(&keys, &edge));
     let mut admin_socket = admin.and_then(|a| a.spawn_socket(&keys, &edge));
+    let max = limits.max_message_bytes;
+    // Keepalive pings at a third of the idle timeout: a live peer answers them, so only a
+    // silent one reaches the timeout.
+    let ping = limits.idle_timeout / 3;
     let router = Server::builder()
-        .add_service(edge.wrap(Port::Notary, KeyManagementServer::new(signer.clone())))
-        .add_service(edge.wrap(Port::Notary, SignerServer::new(signer)))
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .timeout(limits.request_timeout)
+        .http2_keepalive_interval(Some(ping))
+        .http2_keepalive_timeout(Some(ping))
+        .layer(GoSizeStatusLayer)
         .add_service(edge.wrap(
             Port::Notary,
-            HealthServer::new(TokenHealth::new(keys, edge.sink())),
+            KeyManagementServer::new(signer.clone()).max_decoding_message_size(max),
+        ))
+        .add_service(edge.wrap(
+            Port::Notary,
+            SignerServer::new(signer).max_decoding_message_size(max),
+        ))
+        .add_service(edge.wrap(
+            Port::Notary,
+            HealthServer::new(TokenHealth::new(keys, edge.sink())).max_decoding_message_size(max),
         ))
         .add_optional_service(admin_on_tls);
 
@@ -100,6 +120,10 @@ pub async fn serve(
     let _acceptor = AbortOnDrop(tokio::spawn(crate::tls::accept_loop(
         listener,
         tls.server_config(),
+        ConnectionLimits {
+            cap: ConnectionCap::new(limits.max_connections, limits.max_connections_per_peer),
+            idle_timeout: limits.idle_timeout,
+        },
         tx,
     )));
     let incoming = tokio_stream::wrappers::ReceiverStream::new(rx);

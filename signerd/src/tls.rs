@@ -8,10 +8,19 @@
 //! signerd accepts TLS itself ([`accept_loop`]): `TCP_NODELAY` on every socket, a handshake
 //! timeout, and the client certificate decoded once per connection into the connection's
 //! [`PeerInfo`], which tonic hands to every request on it (not decoded per request).
+//!
+//! Connections are capped ([`ConnectionCap`], total and per peer address, counted from accept
+//! to close, handshake included) so a flood cannot take the descriptors the token needs; one
+//! over the cap is closed at once. A connection silent for the idle timeout (no TLS record,
+//! no HTTP/2 preface, no answer to keepalive pings) is closed.
 
+use std::collections::HashMap;
+use std::future::Future as _;
+use std::net::IpAddr;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -122,11 +131,89 @@ impl TlsMaterial {
     }
 }
 
+/// Open connections, total and per peer address.
+#[derive(Clone, Debug)]
+pub struct ConnectionCap {
+    state: Arc<Mutex<CapState>>,
+    total_max: usize,
+    per_peer_max: usize,
+}
+
+#[derive(Debug, Default)]
+struct CapState {
+    total: usize,
+    per_peer: HashMap<IpAddr, usize>,
+}
+
+impl ConnectionCap {
+    /// At most `total_max` connections, `per_peer_max` of them from one address.
+    pub fn new(total_max: usize, per_peer_max: usize) -> ConnectionCap {
+        ConnectionCap {
+            state: Arc::default(),
+            total_max,
+            per_peer_max,
+        }
+    }
+
+    /// A slot for a connection from `peer`, held until dropped; `None` when a cap is reached.
+    pub fn take(&self, peer: IpAddr) -> Option<Slot> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let from_peer = state.per_peer.get(&peer).copied().unwrap_or(0);
+        if state.total >= self.total_max || from_peer >= self.per_peer_max {
+            return None;
+        }
+        state.total += 1;
+        state.per_peer.insert(peer, from_peer + 1);
+        Some(Slot {
+            cap: self.clone(),
+            peer,
+        })
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).total
+    }
+}
+
+/// One open connection's place under the [`ConnectionCap`].
+#[derive(Debug)]
+pub struct Slot {
+    cap: ConnectionCap,
+    peer: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut state = self.cap.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.total = state.total.saturating_sub(1);
+        if let Some(n) = state.per_peer.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                state.per_peer.remove(&self.peer);
+            }
+        }
+    }
+}
+
+/// How connections are limited: the cap, and how long one may stay silent.
+#[derive(Clone, Debug)]
+pub struct ConnectionLimits {
+    /// Open connections.
+    pub cap: ConnectionCap,
+    /// Silence after which a connection is closed.
+    pub idle_timeout: Duration,
+}
+
 /// An accepted mutual-TLS connection and who is on it.
 #[derive(Debug)]
 pub struct PeerStream {
     inner: tokio_rustls::server::TlsStream<TcpStream>,
     info: PeerInfo,
+    idle_timeout: Duration,
+    /// Fires once nothing has been read for `idle_timeout`.
+    silence: Pin<Box<tokio::time::Sleep>>,
+    _slot: Slot,
 }
 
 impl tonic::transport::server::Connected for PeerStream {
@@ -143,7 +230,32 @@ impl AsyncRead for PeerStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let this = &mut *self;
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    let next = tokio::time::Instant::now() + this.idle_timeout;
+                    this.silence.as_mut().reset(next);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => match this.silence.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    tracing::debug!(
+                        remote = %this.info.remote,
+                        "connection silent for {:?}; closed",
+                        this.idle_timeout
+                    );
+                    Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "connection idle too long",
+                    )))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+            other => other,
+        }
     }
 }
 
@@ -179,10 +291,12 @@ impl AsyncWrite for PeerStream {
 
 /// Accepts connections on `listener` until the receiver is gone: `TCP_NODELAY`, the handshake
 /// within [`HANDSHAKE_TIMEOUT`] (each on its own task, so a slow client delays nobody), the
-/// client decoded once, then the connection handed to the server through `tx`.
+/// client decoded once, then the connection handed to the server through `tx`. A connection
+/// over `limits.cap` is closed at once.
 pub async fn accept_loop(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
+    limits: ConnectionLimits,
     tx: tokio::sync::mpsc::Sender<Result<PeerStream, std::io::Error>>,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
@@ -199,6 +313,12 @@ pub async fn accept_loop(
         if tx.is_closed() {
             return;
         }
+        let Some(slot) = limits.cap.take(remote.ip()) else {
+            tracing::debug!(%remote, open = limits.cap.open(), "connection cap reached; connection closed");
+            drop(tcp);
+            continue;
+        };
+        let idle_timeout = limits.idle_timeout;
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(%remote, error = %e, "cannot set TCP_NODELAY");
         }
@@ -219,7 +339,15 @@ pub async fn accept_loop(
                         remote,
                         caller: Arc::new(caller),
                     };
-                    let _ = tx.send(Ok(PeerStream { inner: tls, info })).await;
+                    let silence = Box::pin(tokio::time::sleep(idle_timeout));
+                    let stream = PeerStream {
+                        inner: tls,
+                        info,
+                        idle_timeout,
+                        silence,
+                        _slot: slot,
+                    };
+                    let _ = tx.send(Ok(stream)).await;
                 }
                 Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!(
@@ -228,5 +356,26 @@ pub async fn accept_loop(
                 ),
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cap_counts_total_and_per_peer_and_frees_on_drop() {
+        let cap = ConnectionCap::new(3, 2);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let a1 = cap.take(a).unwrap();
+        let _a2 = cap.take(a).unwrap();
+        assert!(cap.take(a).is_none(), "per-peer cap");
+        let _b1 = cap.take(b).unwrap();
+        assert!(cap.take(b).is_none(), "total cap");
+        assert_eq!(cap.open(), 3);
+        drop(a1);
+        assert_eq!(cap.open(), 2);
+        assert!(cap.take(b).is_some(), "a closed connection frees its place");
     }
 }

@@ -15,6 +15,19 @@ pub use signerd_vocab::defaults::{
 pub const LISTEN: &str = "127.0.0.1:7899";
 /// How long in-flight requests get on SIGTERM/SIGINT.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Largest request message on the Notary port, in bytes: Go gRPC's default receive limit.
+pub const MAX_MESSAGE_BYTES: u64 = 4 * 1024 * 1024;
+/// Concurrent HTTP/2 streams (calls) one connection may have open.
+pub const MAX_CONCURRENT_STREAMS: u64 = 128;
+/// How long one call may take before it is cancelled.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// Open client connections, total (the rest of the descriptors stay for the token).
+pub const MAX_CONNECTIONS: u64 = 1024;
+/// Open client connections from one peer address.
+pub const MAX_CONNECTIONS_PER_PEER: u64 = 128;
+/// How long a connection may stay silent (not even answering keepalive pings) before it is
+/// closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// The log format.
 pub const LOG_FORMAT: &str = "human";
 /// The log filter.
@@ -59,6 +72,16 @@ mod tests {
             SHUTDOWN_GRACE.as_secs().to_string()
         );
         assert_eq!(readme_default("log.format"), LOG_FORMAT);
+        for (field, value) in [
+            ("server.max_message_bytes", MAX_MESSAGE_BYTES),
+            ("server.max_concurrent_streams", MAX_CONCURRENT_STREAMS),
+            ("server.request_timeout_secs", REQUEST_TIMEOUT.as_secs()),
+            ("server.max_connections", MAX_CONNECTIONS),
+            ("server.max_connections_per_peer", MAX_CONNECTIONS_PER_PEER),
+            ("server.idle_timeout_secs", IDLE_TIMEOUT.as_secs()),
+        ] {
+            assert_eq!(readme_default(field), value.to_string(), "{field}");
+        }
         assert_eq!(readme_default("log.level"), LOG_LEVEL);
         let readme = include_str!("../../../README.md");
         let sizes: Vec<String> = RSA_BITS_ALLOWED.iter().map(u32::to_string).collect();

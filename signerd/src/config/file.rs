@@ -61,6 +61,18 @@ pub struct ServerSection {
     pub client_ca: Option<PathBuf>,
     /// Seconds to let in-flight requests finish on SIGTERM/SIGINT.
     pub shutdown_grace_secs: Option<u64>,
+    /// Largest request message on the Notary port, in bytes (Go gRPC's default).
+    pub max_message_bytes: Option<u64>,
+    /// Concurrent calls one HTTP/2 connection may have open.
+    pub max_concurrent_streams: Option<u64>,
+    /// Seconds one call may take before it is cancelled.
+    pub request_timeout_secs: Option<u64>,
+    /// Open client connections, total; more are closed at once.
+    pub max_connections: Option<u64>,
+    /// Open client connections from one peer address; more are closed at once.
+    pub max_connections_per_peer: Option<u64>,
+    /// Seconds a connection may stay silent (not even answering keepalive pings) before it is closed.
+    pub idle_timeout_secs: Option<u64>,
 }
 
 impl ServerSection {
@@ -73,6 +85,12 @@ impl ServerSection {
             ("tls_key", FieldKind::Text),
             ("client_ca", FieldKind::Text),
             ("shutdown_grace_secs", FieldKind::Number),
+            ("max_message_bytes", FieldKind::Number),
+            ("max_concurrent_streams", FieldKind::Number),
+            ("request_timeout_secs", FieldKind::Number),
+            ("max_connections", FieldKind::Number),
+            ("max_connections_per_peer", FieldKind::Number),
+            ("idle_timeout_secs", FieldKind::Number),
         ],
     };
 }
@@ -208,6 +226,12 @@ impl FileConfig {
         set(&mut s.tls_key, t.tls_key);
         set(&mut s.client_ca, t.client_ca);
         set(&mut s.shutdown_grace_secs, t.shutdown_grace_secs);
+        set(&mut s.max_message_bytes, t.max_message_bytes);
+        set(&mut s.max_concurrent_streams, t.max_concurrent_streams);
+        set(&mut s.request_timeout_secs, t.request_timeout_secs);
+        set(&mut s.max_connections, t.max_connections);
+        set(&mut s.max_connections_per_peer, t.max_connections_per_peer);
+        set(&mut s.idle_timeout_secs, t.idle_timeout_secs);
         let (k, t) = (&mut self.token, top.token);
         if t.pin_file.is_some() || t.pin_env.is_some() {
             k.pin_file = t.pin_file;
@@ -254,6 +278,12 @@ mod tests {
                 tls_key: Some("a".into()),
                 client_ca: Some("a".into()),
                 shutdown_grace_secs: Some(1),
+                max_message_bytes: Some(1),
+                max_concurrent_streams: Some(1),
+                request_timeout_secs: Some(1),
+                max_connections: Some(1),
+                max_connections_per_peer: Some(1),
+                idle_timeout_secs: Some(1),
             },
             token: TokenSection {
                 uri: Some("a".into()),

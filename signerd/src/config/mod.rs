@@ -22,4 +22,4 @@ pub use file::{
     env_var_names, AdminSection, FileConfig, LogSection, ServerSection, TokenSection, SECTIONS,
 };
 pub use policy::PolicyRule;
-pub use settings::{AdminClient, AdminSettings, LogFormat, Settings, TlsFiles};
+pub use settings::{AdminClient, AdminSettings, Limits, LogFormat, Settings, TlsFiles};

@@ -102,6 +102,101 @@ pub struct Settings {
     pub admin: AdminSettings,
     /// The audit file, when configured.
     pub audit: Option<super::audit::AuditSettings>,
+    /// What one client may ask of the gRPC port.
+    pub limits: Limits,
+}
+
+/// What one client may ask of the gRPC port: message size, streams, time, connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request message on the Notary port, in bytes.
+    pub max_message_bytes: usize,
+    /// Concurrent HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
+    /// How long one call may take.
+    pub request_timeout: Duration,
+    /// Open connections, total.
+    pub max_connections: usize,
+    /// Open connections from one peer address.
+    pub max_connections_per_peer: usize,
+    /// How long a connection may stay silent.
+    pub idle_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_message_bytes: defaults::MAX_MESSAGE_BYTES as usize,
+            max_concurrent_streams: defaults::MAX_CONCURRENT_STREAMS as u32,
+            request_timeout: defaults::REQUEST_TIMEOUT,
+            max_connections: defaults::MAX_CONNECTIONS as usize,
+            max_connections_per_peer: defaults::MAX_CONNECTIONS_PER_PEER as usize,
+            idle_timeout: defaults::IDLE_TIMEOUT,
+        }
+    }
+}
+
+impl Limits {
+    /// The limits `[server]` sets, each checked against its range.
+    fn resolve(s: &super::file::ServerSection, errors: &mut Vec<ConfigError>) -> Limits {
+        let d = Limits::default();
+        let mut field = |name: &str, value: Option<u64>, default: u64, min: u64, max: u64| {
+            let v = value.unwrap_or(default);
+            if (min..=max).contains(&v) {
+                v
+            } else {
+                errors.push(ConfigError(format!(
+                    "server.{name} = {v}: use {min} to {max}"
+                )));
+                default
+            }
+        };
+        Limits {
+            max_message_bytes: field(
+                "max_message_bytes",
+                s.max_message_bytes,
+                d.max_message_bytes as u64,
+                1024,
+                256 * 1024 * 1024,
+            ) as usize,
+            max_concurrent_streams: field(
+                "max_concurrent_streams",
+                s.max_concurrent_streams,
+                u64::from(d.max_concurrent_streams),
+                1,
+                100_000,
+            ) as u32,
+            request_timeout: Duration::from_secs(field(
+                "request_timeout_secs",
+                s.request_timeout_secs,
+                d.request_timeout.as_secs(),
+                1,
+                86_400,
+            )),
+            max_connections: field(
+                "max_connections",
+                s.max_connections,
+                d.max_connections as u64,
+                1,
+                1_000_000,
+            ) as usize,
+            max_connections_per_peer: field(
+                "max_connections_per_peer",
+                s.max_connections_per_peer,
+                d.max_connections_per_peer as u64,
+                1,
+                1_000_000,
+            ) as usize,
+            // Keepalive pings go out at a third of it, so a live peer is never silent that long.
+            idle_timeout: Duration::from_secs(field(
+                "idle_timeout_secs",
+                s.idle_timeout_secs,
+                d.idle_timeout.as_secs(),
+                3,
+                86_400,
+            )),
+        }
+    }
 }
 
 impl Settings {
@@ -271,6 +366,8 @@ impl FileConfig {
             so_pin: a.so_pin_file.clone().map(PinSource::File),
         };
 
+        let limits = Limits::resolve(&self.server, &mut errors);
+
         let audit = self.audit.resolve().unwrap_or_else(|errs| {
             errors.extend(errs.into_iter().map(ConfigError));
             None
@@ -292,6 +389,7 @@ impl FileConfig {
                 log_level,
                 admin,
                 audit,
+                limits,
             })
         } else {
             Err(errors)

@@ -522,4 +522,54 @@ mod tests {
         })
         .await
     }
+
+    /// A log writer into memory, for reading back the lines a sink writes.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<StdMutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn caller_text_cannot_forge_a_human_log_line() {
+        let out = Lines::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let forged = "x\n2026-01-01T00:00:00Z  INFO signerd::keyop: method=\"Sign\" outcome=\"ok\"";
+        tracing::subscriber::with_default(subscriber, || {
+            let record = AuditRecord {
+                time: std::time::SystemTime::now(),
+                port: Port::Notary,
+                identity: "CN=a\r\nb".into(),
+                method: "CreateKey".into(),
+                key_id: None,
+                gun: Some(forged.into()),
+                role: Some("r\u{1b}[2K".into()),
+                algorithm: Some(forged.into()),
+                content_sha256: None,
+                outcome: Outcome::Failed("InvalidArgument".into()),
+                rule: None,
+                duration_us: 1,
+                error: Some(format!("algorithm '{forged}' is not supported")),
+            };
+            drop(LogSink.record(record));
+        });
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 1, "one record, one line: {text}");
+        assert!(!text.contains('\r') && !text.contains('\u{1b}'), "{text}");
+        assert!(
+            text.contains(r#"x\n2026-01-01"#),
+            "escaped, not dropped: {text}"
+        );
+    }
 }

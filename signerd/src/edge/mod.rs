@@ -11,10 +11,12 @@ pub mod audit;
 pub mod error;
 pub mod identity;
 pub mod inflight;
+pub mod limits;
 pub mod operation;
 pub mod policy;
 pub mod record;
 pub mod status;
+pub mod validate;
 
 use std::sync::Arc;
 

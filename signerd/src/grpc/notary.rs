@@ -64,7 +64,9 @@ impl KeyManagement for NotarySigner {
         let req = request.into_inner();
         access.facts.usage(&req.gun, &req.role);
         access.facts.algorithm(&req.algorithm);
-        let key = match req.algorithm.parse::<KeyAlgorithm>() {
+        let checked = crate::edge::validate::usage(&req.gun, &req.role)
+            .and_then(|()| req.algorithm.parse::<KeyAlgorithm>());
+        let key = match checked {
             Ok(algorithm) => {
                 let usage = KeyUsage::new(KeyDomain::Notary, req.gun, req.role);
                 self.keys.create(&access, algorithm, usage).await

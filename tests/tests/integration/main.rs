@@ -10,6 +10,7 @@ mod admin_cli;
 mod audit_trail;
 mod cli;
 mod go_signer_reference;
+mod hostile_input;
 mod migrate_notary_signer;
 mod notary_lifecycle;
 mod remote_token;
