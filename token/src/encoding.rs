@@ -1,11 +1,87 @@
-//! Token attribute values turned into Notary's public key and signature encodings.
+//! Token attribute values turned into Notary's public key and signature encodings: public key
+//! objects read into Notary's key encoding, `CKA_KEY_TYPE`s into algorithms, signatures checked.
 //!
 //! Tokens return `CKA_EC_POINT` either DER-wrapped in an OCTET STRING (as PKCS#11 specifies and
 //! SoftHSM does) or raw (as some HSMs do); both are accepted.
 
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectHandle};
+use cryptoki::session::Session;
 use der::asn1::OctetString;
 use der::Decode;
 use p256::pkcs8::EncodePublicKey as _;
+use signerd_vocab::curve;
+
+use crate::error::{Attempt, OpError, TokenError};
+use crate::key::KeyAlgorithm;
+
+/// The algorithm of a `CKA_KEY_TYPE`; `None` for key types signerd does not use.
+pub(crate) fn key_algorithm(t: KeyType) -> Option<KeyAlgorithm> {
+    match t {
+        KeyType::EC => Some(KeyAlgorithm::Ecdsa),
+        KeyType::EC_EDWARDS => Some(KeyAlgorithm::Ed25519),
+        KeyType::RSA => Some(KeyAlgorithm::Rsa),
+        _ => None,
+    }
+}
+
+/// The `CKA_KEY_TYPE` of keys of `algorithm`.
+pub(crate) fn ck_key_type(algorithm: KeyAlgorithm) -> KeyType {
+    match algorithm {
+        KeyAlgorithm::Ecdsa => KeyType::EC,
+        KeyAlgorithm::Ed25519 => KeyType::EC_EDWARDS,
+        KeyAlgorithm::Rsa => KeyType::RSA,
+    }
+}
+
+/// Reads a public key object into Notary's encoding for `algorithm`.
+pub(crate) fn read_public_key(
+    session: &Session,
+    handle: ObjectHandle,
+    algorithm: KeyAlgorithm,
+) -> Attempt<Vec<u8>> {
+    let want: &[AttributeType] = match algorithm {
+        KeyAlgorithm::Ecdsa | KeyAlgorithm::Ed25519 => {
+            &[AttributeType::EcParams, AttributeType::EcPoint]
+        }
+        KeyAlgorithm::Rsa => &[AttributeType::Modulus, AttributeType::PublicExponent],
+    };
+    let (mut params, mut point, mut modulus, mut exponent) = (None, None, None, None);
+    for attr in session.get_attributes(handle, want)? {
+        match attr {
+            Attribute::EcParams(v) => params = Some(v),
+            Attribute::EcPoint(v) => point = Some(v),
+            Attribute::Modulus(v) => modulus = Some(v),
+            Attribute::PublicExponent(v) => exponent = Some(v),
+            _ => {}
+        }
+    }
+    let bad = |reason: String| {
+        OpError::Final(TokenError::MalformedKey {
+            id: format!("handle {handle}"),
+            reason,
+        })
+    };
+    let curve = curve::key_type_of_params(params.as_deref().unwrap_or_default());
+    match algorithm {
+        KeyAlgorithm::Ecdsa => {
+            if curve != Some(signerd_vocab::KeyType::EcP256) {
+                return Err(bad(
+                    "an EC key that is not on P-256 (signerd's ecdsa is P-256 only)".into(),
+                ));
+            }
+            p256_spki(&point.unwrap_or_default()).map_err(bad)
+        }
+        KeyAlgorithm::Ed25519 => {
+            if curve != Some(signerd_vocab::KeyType::Ed25519) {
+                return Err(bad("an Edwards key that is not Ed25519".into()));
+            }
+            ed25519_raw(&point.unwrap_or_default()).map_err(bad)
+        }
+        KeyAlgorithm::Rsa => {
+            rsa_spki(&modulus.unwrap_or_default(), &exponent.unwrap_or_default()).map_err(bad)
+        }
+    }
+}
 
 /// The raw point inside a `CKA_EC_POINT` value.
 fn ec_point(value: &[u8], raw_len: usize) -> Result<Vec<u8>, String> {

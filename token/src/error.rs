@@ -166,6 +166,24 @@ pub(crate) fn is_caller_error(rv: RvError) -> bool {
     )
 }
 
+/// A PKCS#11 refusal of the request's own inputs (data length, mechanism, template) as an
+/// invalid request, so the admin API answers INVALID_ARGUMENT rather than INTERNAL.
+pub(crate) fn refused_input(e: TokenError) -> TokenError {
+    match e {
+        TokenError::Pkcs11 { call, rv } if is_caller_error(rv) => TokenError::InvalidRequest(
+            format!("the token refused the request: {call} failed with {rv:?}"),
+        ),
+        other => other,
+    }
+}
+
+/// A request names a mechanism signerd does not sign with (or leaves out its parameters).
+impl From<signerd_vocab::MechanismError> for TokenError {
+    fn from(e: signerd_vocab::MechanismError) -> Self {
+        TokenError::InvalidRequest(e.to_string())
+    }
+}
+
 /// What a failed PKCS#11 call means for the session and the connection to the token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Fault {
@@ -241,6 +259,27 @@ impl From<CkError> for CallError {
                 other: Some(other.to_string()),
             },
         }
+    }
+}
+
+/// What an operation on one session returns: a value, or a failed call to classify.
+pub(crate) type Attempt<T> = Result<T, OpError>;
+
+/// An operation's failure: a PKCS#11 call to classify and maybe retry, or a final answer.
+pub(crate) enum OpError {
+    Call(CallError),
+    Final(TokenError),
+}
+
+impl From<CkError> for OpError {
+    fn from(e: CkError) -> Self {
+        OpError::Call(e.into())
+    }
+}
+
+impl From<TokenError> for OpError {
+    fn from(e: TokenError) -> Self {
+        OpError::Final(e)
     }
 }
 

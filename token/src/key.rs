@@ -9,6 +9,10 @@ use std::str::FromStr;
 
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
+use signerd_vocab::oid::{
+    EC_PUBLIC_KEY as EC_PUBLIC_KEY_OID, ED25519 as ED25519_OID, P256 as P256_OID,
+    RSA_ENCRYPTION as RSA_OID,
+};
 
 use crate::error::TokenError;
 
@@ -163,15 +167,6 @@ impl KeyUsage {
         }
     }
 }
-
-/// OID of id-ecPublicKey (RFC 5480).
-const EC_PUBLIC_KEY_OID: &str = "1.2.840.10045.2.1";
-/// OID of the P-256 curve.
-const P256_OID: &str = "1.2.840.10045.3.1.7";
-/// OID of Ed25519 (RFC 8410).
-const ED25519_OID: &str = "1.3.101.112";
-/// OID of rsaEncryption.
-const RSA_OID: &str = "1.2.840.113549.1.1.1";
 
 /// A public key in Notary's encoding, read from a DER SubjectPublicKeyInfo (of a certificate or
 /// a CSR): the SPKI itself for P-256 and RSA, the raw 32 bytes for Ed25519.

@@ -2,30 +2,44 @@
 //!
 //! [`Token`] generates keys in the token (sensitive, never extractable), finds them again by
 //! their TUF key ID (`CKA_ID`), and signs in Notary's encodings, over a pool of logged-in
-//! sessions that recovers from session and token faults. The object-level operations of the
-//! admin API (find, sign by mechanism, certificates, import, destroy) are in [`objects`]. It knows nothing of gRPC: the daemon's
+//! sessions that recovers from session and token faults. It knows nothing of gRPC: the daemon's
 //! edge maps [`TokenError::kind`] to status codes.
+//!
+//! One module per operation family, each an `impl Token` block over the core in `connection`
+//! (slot, sessions, login, recovery, `Token::run`), which imports none of them:
+//! `keygen` (key generation), `sign` (Notary and admin signing, one mechanism table from
+//! `signerd-vocab`), `lookup` (TUF keys by key ID), [`objects`] (types, describe, find,
+//! destroy), `import` (PKCS#8 private keys), `certificates`, `mechanisms`. Below them:
+//! [`error`], [`key`], [`pin`], [`uri`] (RFC 7512 parse and format), `encoding` and `date`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod certificates;
+mod connection;
+mod date;
 mod encoding;
 pub mod error;
+mod import;
 pub mod key;
+mod keygen;
+mod lookup;
+mod mechanisms;
 pub mod objects;
 pub mod pin;
 mod pool;
+mod sign;
 pub mod softhsm;
-mod token;
 pub mod uri;
 
+pub use connection::{Token, TokenConfig, TokenDescription};
 pub use error::{ErrorKind, TokenError};
+pub use import::PrivateKeyImport;
 pub use key::{
     public_key_from_spki, spki_from_public_key, KeyAlgorithm, KeyId, KeyInfo, KeyUsage, Signature,
 };
-pub use objects::{
-    KeyNaming, KeySpec, MechanismFacts, ObjectFilter, ObjectKind, ObjectRef, PrivateKeyImport,
-    PssParams, SignMechanism, TokenObject,
-};
+pub use keygen::{KeyNaming, KeySpec};
+pub use mechanisms::MechanismFacts;
+pub use objects::{ObjectFilter, ObjectKind, ObjectRef, TokenObject};
 pub use pin::PinSource;
-pub use token::{Token, TokenConfig, TokenDescription};
+pub use signerd_vocab::{PssParams, SignMechanism};
 pub use uri::{Pkcs11Uri, UriError};

@@ -1,4 +1,5 @@
-//! PKCS#11 URIs (RFC 7512) that name a token, the module that serves it, and the PIN source.
+//! PKCS#11 URIs (RFC 7512): parsed, they name a token, the module that serves it, and the PIN
+//! source; formatted (`ObjectUri`), they name one object in a token for the admin API.
 //!
 //! `pkcs11:token=signerd;manufacturer=SoftHSM%20project?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/signerd/pin`
 //!
@@ -10,7 +11,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use percent_encoding::percent_decode_str;
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use crate::pin::PinSource;
 
@@ -170,6 +171,55 @@ impl fmt::Debug for Pkcs11Uri {
     }
 }
 
+/// The RFC 7512 URI of one object in one token:
+/// `pkcs11:token=..;manufacturer=..;serial=..;model=..;id=%..;object=..;type=..`.
+pub(crate) struct ObjectUri<'a> {
+    /// The token label.
+    pub(crate) token: &'a str,
+    /// The token manufacturer.
+    pub(crate) manufacturer: &'a str,
+    /// The token serial number.
+    pub(crate) serial: &'a str,
+    /// The token model.
+    pub(crate) model: &'a str,
+    /// `CKA_ID`, always percent-encoded byte by byte.
+    pub(crate) id: &'a [u8],
+    /// `CKA_LABEL`; left out when `None` or empty.
+    pub(crate) object: Option<&'a str>,
+    /// The `type` value (`private`, `public`, `cert`).
+    pub(crate) kind: &'a str,
+}
+
+/// Characters left as they are in URI attribute values (RFC 7512 `pk11-pchar`, conservatively).
+const URI_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+impl fmt::Display for ObjectUri<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fn enc(v: &str) -> impl fmt::Display + '_ {
+            utf8_percent_encode(v, URI_VALUE)
+        }
+        write!(
+            f,
+            "pkcs11:token={};manufacturer={};serial={};model={};id=",
+            enc(self.token),
+            enc(self.manufacturer),
+            enc(self.serial),
+            enc(self.model),
+        )?;
+        for b in self.id {
+            write!(f, "%{b:02x}")?;
+        }
+        if let Some(label) = self.object.filter(|l| !l.is_empty()) {
+            write!(f, ";object={}", enc(label))?;
+        }
+        write!(f, ";type={}", self.kind)
+    }
+}
+
 fn split_attr(attr: &str) -> Result<(&str, &str), UriError> {
     attr.split_once('=')
         .ok_or_else(|| UriError::Malformed(attr.to_owned()))
@@ -254,6 +304,46 @@ mod tests {
             "pkcs11:?pin-source=http://x".parse::<Pkcs11Uri>(),
             Err(UriError::Value { .. })
         ));
+    }
+
+    #[test]
+    fn object_uris_format_and_parse_back() {
+        let uri = ObjectUri {
+            token: "signerd test",
+            manufacturer: "SoftHSM project",
+            serial: "abc",
+            model: "SoftHSM v2",
+            id: &[0x01, 0xff],
+            object: Some("root@example.com/org/app"),
+            kind: "cert",
+        }
+        .to_string();
+        assert_eq!(
+            uri,
+            "pkcs11:token=signerd%20test;manufacturer=SoftHSM%20project;serial=abc;model=SoftHSM%20v2;id=%01%ff;object=root%40example.com%2Forg%2Fapp;type=cert"
+        );
+        let parsed: Pkcs11Uri = uri.parse().unwrap();
+        assert_eq!(parsed.token.as_deref(), Some("signerd test"));
+        assert_eq!(parsed.id, Some(vec![0x01, 0xff]));
+        assert_eq!(parsed.object.as_deref(), Some("root@example.com/org/app"));
+        let unlabelled = ObjectUri {
+            object: Some(""),
+            id: &[],
+            kind: "private",
+            ..ObjectUri {
+                token: "t",
+                manufacturer: "m",
+                serial: "s",
+                model: "x",
+                id: &[],
+                object: None,
+                kind: "",
+            }
+        };
+        assert_eq!(
+            unlabelled.to_string(),
+            "pkcs11:token=t;manufacturer=m;serial=s;model=x;id=;type=private"
+        );
     }
 
     #[test]

@@ -522,3 +522,40 @@ fn mechanisms_include_ecdsa_sha256_added_by_signerd() {
     assert!(find(ckm::EDDSA).is_some() && find(ckm::SHA256_RSA_PKCS_PSS).is_some());
     assert_eq!(f.token.description().unwrap().label, LABEL);
 }
+
+#[test]
+fn rsa_keys_are_made_only_in_the_sizes_config_accepts() {
+    let f = fixture();
+    let spec = KeySpec {
+        rsa_bits: Some(8192),
+        ..fixed(KeyAlgorithm::Rsa, &[9], "big")
+    };
+    let err = f.token.generate_key_pair(&spec).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidRequest);
+    assert!(err.to_string().contains("2048, 3072 or 4096"), "{err}");
+
+    // The configured default is held to the same list, on the Notary path too.
+    let dir = tempfile::tempdir().unwrap();
+    let pin_file = dir.path().join("pin");
+    std::fs::write(&pin_file, "1234").unwrap();
+    let uri = format!(
+        "pkcs11:token={LABEL}?module-path={}&pin-source=file:{}",
+        signerd_token::softhsm::SOFTHSM_MODULE,
+        pin_file.display()
+    );
+    let mut config = TokenConfig::new(uri.parse().unwrap());
+    config.rsa_bits = 1024;
+    let small = Token::open(config).unwrap();
+    let err = small
+        .create_key(KeyAlgorithm::Rsa, &KeyUsage::default())
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidRequest);
+    assert!(err.to_string().contains("1024 bits"), "{err}");
+    assert!(
+        f.token
+            .find_objects(&ObjectFilter::default())
+            .unwrap()
+            .is_empty(),
+        "no key is left behind"
+    );
+}

@@ -233,7 +233,8 @@ impl TokenAdmin for TokenAdminService {
             salt_len: p.salt_length,
         });
         let parsed = reference_from_wire(req.key).and_then(|key| {
-            let mechanism = SignMechanism::from_ckm(req.mechanism, pss)?;
+            let mechanism = SignMechanism::from_ckm(req.mechanism, pss)
+                .map_err(signerd_token::TokenError::from)?;
             Ok((key, mechanism))
         });
         let result = match parsed {
