@@ -208,7 +208,13 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let keys = KeyStore::new(token);
+    let keys = match KeyStore::new(token) {
+        Ok(keys) => keys,
+        Err(e) => {
+            eprintln!("signerd: cannot start the token workers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = runtime.block_on(async {
         let listener = crate::server::bind(settings.listen).await?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;

@@ -1,20 +1,35 @@
-//! [`KeyStore`]: the token's key operations for async code. Each call runs on tokio's blocking
-//! pool, so a slow token never stalls the runtime; no lock is held across an await.
+//! [`KeyStore`]: the token's key operations for async code. Each call runs on one of a fixed
+//! set of token workers ([`workers`]), so a slow token never stalls the runtime, the thread
+//! count stays bounded under any load, and a full queue is refused at once; no lock is held
+//! across an await.
+
+mod workers;
 
 use std::sync::Arc;
 
 use signerd_token::{KeyAlgorithm, KeyId, KeyInfo, KeyUsage, Signature, Token, TokenError};
 
+use workers::TokenWorkers;
+pub use workers::QUEUE_PER_WORKER;
+
 /// Async access to the keys in one token. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct KeyStore {
     token: Arc<Token>,
+    workers: TokenWorkers,
 }
 
 impl KeyStore {
-    /// Wraps an opened token.
-    pub fn new(token: Arc<Token>) -> KeyStore {
-        KeyStore { token }
+    /// Wraps an opened token and starts its workers, one per operation the token is given at
+    /// once ([`Token::parallelism`]).
+    pub fn new(token: Arc<Token>) -> std::io::Result<KeyStore> {
+        let workers = TokenWorkers::start(token.parallelism())?;
+        tracing::info!(
+            workers = workers.count(),
+            queue = workers.capacity(),
+            "token workers started"
+        );
+        Ok(KeyStore { token, workers })
     }
 
     /// The token, for shutdown.
@@ -52,14 +67,11 @@ impl KeyStore {
         self.blocking(|t| t.probe()).await
     }
 
-    /// Runs a token operation on tokio's blocking pool.
+    /// Runs a token operation on a token worker.
     pub(crate) async fn blocking<T: Send + 'static>(
         &self,
         op: impl FnOnce(&Token) -> Result<T, TokenError> + Send + 'static,
     ) -> Result<T, TokenError> {
-        let token = Arc::clone(&self.token);
-        tokio::task::spawn_blocking(move || op(&token))
-            .await
-            .unwrap_or_else(|e| Err(TokenError::Cryptoki(format!("token task failed: {e}"))))
+        self.workers.run(Arc::clone(&self.token), op).await
     }
 }
