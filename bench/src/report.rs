@@ -283,6 +283,28 @@ pub fn table(results: &Results, args: &RunArgs) -> String {
             peak as f64 / 1024.0
         );
     }
+    for signer in [Signer::Go, Signer::Signerd] {
+        let busy = results
+            .server_runs
+            .iter()
+            .filter(|r| r.signer == signer && r.in_flight >= 8)
+            .map(|r| r.result.server_busy());
+        if let Some(s) = Spread::of(busy) {
+            let _ = writeln!(
+                out,
+                "{} used {:.0}% (median; {:.0}-{:.0}%) of its CPU at 8 or more in flight{}.",
+                signer.name(),
+                s.median * 100.0,
+                s.min * 100.0,
+                s.max * 100.0,
+                if s.max < 0.9 {
+                    ": well under 100% with requests waiting means the CPU was shared with other work (a noisy machine) or the server waited, so its rates are below what the core can do"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
     let busiest = results
         .server_runs
         .iter()
