@@ -63,7 +63,8 @@ fn serve(args: &ServeArgs) -> Result<(), StartupError> {
         .enable_all()
         .build()
         .map_err(StartupError::Runtime)?;
-    let keys = KeyStore::new(token);
+    let keys = KeyStore::new(token)
+        .map_err(|e| StartupError::Server(format!("cannot start the token workers: {e}")))?;
     let audit = crate::audit::open_trail(settings.audit.as_ref(), &keys)
         .map_err(|e| StartupError::Config(vec![crate::config::ConfigError(e)]))?;
     let policy = load_policy(args).map_err(|errors| {

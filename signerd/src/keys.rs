@@ -1,9 +1,13 @@
-//! [`KeyStore`]: the token's key operations for async code. Each call runs on tokio's blocking
-//! pool, so a slow token never stalls the runtime; no lock is held across an await.
+//! [`KeyStore`]: the token's key operations for async code. Each call runs on one of a fixed
+//! set of token workers ([`workers`]), so a slow token never stalls the runtime, the thread
+//! count stays bounded under any load, and a full queue is refused at once; no lock is held
+//! across an await.
 //!
 //! Every key operation takes the caller's [`Access`]: the key is looked up first (a cache hit
 //! after its first use), checked against the caller's port and policy, and only then used. A
 //! key out of the caller's reach answers exactly as an absent key.
+
+mod workers;
 
 use std::sync::Arc;
 
@@ -12,17 +16,27 @@ use signerd_token::{KeyAlgorithm, KeyId, KeyInfo, KeyUsage, Signature, Token, To
 use crate::edge::error::KeyError;
 use crate::edge::policy::Operation;
 use crate::edge::Access;
+use workers::TokenWorkers;
+pub use workers::QUEUE_PER_WORKER;
 
 /// Async access to the keys in one token. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct KeyStore {
     token: Arc<Token>,
+    workers: TokenWorkers,
 }
 
 impl KeyStore {
-    /// Wraps an opened token.
-    pub fn new(token: Arc<Token>) -> KeyStore {
-        KeyStore { token }
+    /// Wraps an opened token and starts its workers, one per operation the token is given at
+    /// once ([`Token::parallelism`]).
+    pub fn new(token: Arc<Token>) -> std::io::Result<KeyStore> {
+        let workers = TokenWorkers::start(token.parallelism())?;
+        tracing::info!(
+            workers = workers.count(),
+            queue = workers.capacity(),
+            "token workers started"
+        );
+        Ok(KeyStore { token, workers })
     }
 
     /// The token, for shutdown.
@@ -99,7 +113,7 @@ impl KeyStore {
         self.blocking(|t| t.probe()).await
     }
 
-    /// Runs a token operation on tokio's blocking pool.
+    /// Runs a token operation on a token worker.
     pub(crate) async fn blocking<T: Send + 'static>(
         &self,
         op: impl FnOnce(&Token) -> Result<T, TokenError> + Send + 'static,
@@ -107,15 +121,12 @@ impl KeyStore {
         self.blocking_with(op).await
     }
 
-    /// Runs a token operation that may also fail otherwise (a policy refusal) on the blocking
-    /// pool.
+    /// Runs a token operation that may also fail otherwise (a policy refusal) on a token
+    /// worker.
     pub(crate) async fn blocking_with<T: Send + 'static, E: From<TokenError> + Send + 'static>(
         &self,
         op: impl FnOnce(&Token) -> Result<T, E> + Send + 'static,
     ) -> Result<T, E> {
-        let token = Arc::clone(&self.token);
-        tokio::task::spawn_blocking(move || op(&token))
-            .await
-            .unwrap_or_else(|e| Err(TokenError::Cryptoki(format!("token task failed: {e}")).into()))
+        self.workers.run(Arc::clone(&self.token), op).await
     }
 }

@@ -16,7 +16,7 @@ use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::object::ObjectHandle;
 use cryptoki::session::{Session, SessionState, UserType};
-use cryptoki::slot::Slot;
+use cryptoki::slot::{Limit, Slot};
 use secrecy::{ExposeSecret, SecretString};
 use signerd_vocab::defaults;
 
@@ -176,6 +176,28 @@ impl Token {
     /// What the token is (label, manufacturer, model, serial, slot).
     pub fn description(&self) -> Result<TokenDescription, TokenError> {
         self.connect()
+    }
+
+    /// How many operations signerd gives the token at once, and so how many token workers it
+    /// runs: `token.sessions`, held to the token's own session limit (`ulMaxSessionCount`) when
+    /// the token is reachable and reports a finite one.
+    ///
+    /// The cores are the operator's to weigh: a software token (SoftHSM) signs on the worker's
+    /// own CPU, so workers beyond the cores only queue for CPU; a network HSM keeps its worker
+    /// waiting on the wire, so more workers help up to the HSM's session limit.
+    pub fn parallelism(&self) -> usize {
+        let configured = self.config.sessions.max(1);
+        let Some(conn) = self.current() else {
+            return configured;
+        };
+        match self
+            .module
+            .get_token_info(conn.slot)
+            .map(|i| i.max_session_count())
+        {
+            Ok(Limit::Max(n)) if n > 0 => configured.min(usize::try_from(n).unwrap_or(usize::MAX)),
+            _ => configured,
+        }
     }
 
     /// Sessions open now.

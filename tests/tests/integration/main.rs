@@ -19,6 +19,7 @@ mod security_domains;
 mod security_policy;
 mod shim_e2e;
 mod systemd_unit;
+mod thread_bound;
 mod trust_pinning;
 mod trust_pinning_doc;
 mod wire;

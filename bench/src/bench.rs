@@ -1,0 +1,472 @@
+//! One benchmark run: a throwaway PKI and tokens, the Go notary-signer and signerd pinned to the
+//! server CPU, the token-only loop, the load series from the client CPU, the local signature
+//! check, the table and the plot.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use signerd_tests::TestPki;
+use signerd_token::softhsm::SoftHsmDir;
+
+use crate::load::{self, BenchKey, ClientTls, Load, RunResult};
+use crate::procstat;
+use crate::report::{self, Results, ServerRun, Signer, TokenRun};
+use crate::servers::{self, Server, SignerdSetup};
+use crate::token_loop::{TokenLoopRun, TokenLoopSpec};
+use crate::verify::{self, PublicKey};
+
+/// Environment variable set when the benchmark has re-executed itself under `taskset`.
+const PINNED_ENV: &str = "SIGNERD_BENCH_PINNED";
+
+/// The token PINs of the throwaway tokens (they live only in the temp dir).
+const TOKEN_PIN: &str = "4711-bench";
+const TOKEN_SO_PIN: &str = "0815-bench";
+const TOKEN_LABEL: &str = "signerd-bench";
+
+/// Arguments of `signerd-bench run`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct RunArgs {
+    /// Seconds of each measured run.
+    #[arg(long, default_value_t = 2.0)]
+    pub duration: f64,
+    /// Seconds of load before each measured run.
+    #[arg(long, default_value_t = 0.5)]
+    pub warmup: f64,
+    /// Repetitions of the whole series (medians with min-max are reported).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10))]
+    pub repetitions: u32,
+    /// Requests in flight for the ECDSA P-256 series.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32,64")]
+    pub in_flight: Vec<usize>,
+    /// Requests in flight for the Ed25519 and RSA-3072 points.
+    #[arg(long, default_value_t = 32)]
+    pub point_in_flight: usize,
+    /// Algorithms: ecdsa gets the in-flight series, the others one point each.
+    #[arg(long, value_delimiter = ',', default_value = "ecdsa,ed25519,rsa")]
+    pub algorithms: Vec<String>,
+    /// Bytes of content per request.
+    #[arg(long, default_value_t = 256)]
+    pub content_len: usize,
+    /// CPU list (taskset -c) for the servers and the single-thread token loop.
+    #[arg(long, default_value = "0")]
+    pub server_cpus: String,
+    /// CPU list (taskset -c) for the load generator (this process).
+    #[arg(long, default_value = "1")]
+    pub client_cpus: String,
+    /// `token.sessions` for signerd [default: signerd's own default].
+    #[arg(long)]
+    pub sessions: Option<u32>,
+    /// The signerd binary [default: `signerd` beside this executable].
+    #[arg(long)]
+    pub signerd: Option<PathBuf>,
+    /// The Go notary-signer binary.
+    #[arg(long, default_value = "/usr/bin/notary-signer")]
+    pub notary_signer: PathBuf,
+    /// Draw throughput and p99 against in-flight (ECDSA) into this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    /// Keep the temp dir (logs, configs) instead of removing it.
+    #[arg(long)]
+    pub keep_dir: bool,
+    /// Stop (and fail) when the whole benchmark runs longer than this many seconds.
+    #[arg(long, default_value_t = 1800)]
+    pub time_limit: u64,
+}
+
+/// Most requests in flight allowed (the run stays bounded on any machine).
+const MAX_IN_FLIGHT: usize = 4096;
+
+impl RunArgs {
+    fn check(&self) -> Result<(), String> {
+        if !(0.1..=120.0).contains(&self.duration) || !(0.0..=30.0).contains(&self.warmup) {
+            return Err("--duration must be 0.1-120 s and --warmup 0-30 s".into());
+        }
+        let levels = self.in_flight.iter().chain([&self.point_in_flight]);
+        if levels.clone().any(|&n| n == 0 || n > MAX_IN_FLIGHT) || self.in_flight.len() > 12 {
+            return Err(format!(
+                "--in-flight takes up to 12 values of 1-{MAX_IN_FLIGHT} (and --point-in-flight one)"
+            ));
+        }
+        for alg in &self.algorithms {
+            if !["ecdsa", "ed25519", "rsa"].contains(&alg.as_str()) {
+                return Err(format!("--algorithms: {alg} is not ecdsa, ed25519 or rsa"));
+            }
+        }
+        if !(1..=1 << 20).contains(&self.content_len) {
+            return Err("--content-len must be 1 byte to 1 MiB".into());
+        }
+        Ok(())
+    }
+
+    /// The in-flight levels measured for `algorithm`.
+    pub fn levels(&self, algorithm: &str) -> Vec<usize> {
+        if algorithm == "ecdsa" {
+            self.in_flight.clone()
+        } else {
+            vec![self.point_in_flight]
+        }
+    }
+
+    fn load(&self, in_flight: usize) -> Load {
+        Load {
+            in_flight,
+            warmup: Duration::from_secs_f64(self.warmup),
+            duration: Duration::from_secs_f64(self.duration),
+            content_len: self.content_len,
+        }
+    }
+}
+
+/// When this process is not yet on the client CPUs, re-executes it there under `taskset`.
+/// Returns only when no re-execution happened.
+pub fn pin_self(args: &RunArgs) -> Result<(), String> {
+    if std::env::var_os(PINNED_ENV).is_some() {
+        return Ok(());
+    }
+    use std::os::unix::process::CommandExt as _;
+    let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
+    let mut command = servers::pinned(&args.client_cpus, exe);
+    command
+        .args(std::env::args_os().skip(1))
+        .env(PINNED_ENV, "1");
+    // exec only returns on failure.
+    Err(format!(
+        "cannot re-execute under taskset: {}",
+        command.exec()
+    ))
+}
+
+/// Everything a run starts, in drop order: servers first, then the temp dir they write into.
+struct Fixture {
+    go: Option<Server>,
+    signerd: Server,
+    tls: ClientTls,
+    loop_token_uri: String,
+    loop_softhsm_conf: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+/// Runs the benchmark; `Ok(false)` when a signature was bad or requests failed.
+pub fn run(args: &RunArgs) -> Result<bool, String> {
+    args.check()?;
+    let began = Instant::now();
+    let time_limit = Duration::from_secs(args.time_limit);
+    let signerd_bin = match &args.signerd {
+        // The servers start in their own folders: a relative path would not resolve there.
+        Some(p) => {
+            std::fs::canonicalize(p).map_err(|e| format!("--signerd {}: {e}", p.display()))?
+        }
+        None => beside_self("signerd")?,
+    };
+    let fixture = set_up(args, &signerd_bin)?;
+    let dir = fixture.dir.path().to_owned();
+    eprintln!(
+        "signerd-bench: temp dir {}; servers on CPUs {} (Go: {}, signerd: {}), load generator on {}",
+        dir.display(),
+        args.server_cpus,
+        fixture
+            .go
+            .as_ref()
+            .map_or("-".into(), |g| procstat::cpus_allowed(g.pid())),
+        procstat::cpus_allowed(fixture.signerd.pid()),
+        procstat::cpus_allowed(std::process::id()),
+    );
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))?;
+    let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
+    let both_cpus = format!("{},{}", args.server_cpus, args.client_cpus);
+    let token_loop = |cpus: &'static str| TokenLoopRun {
+        bench_exe: &exe,
+        token_uri: &fixture.loop_token_uri,
+        softhsm_conf: &fixture.loop_softhsm_conf,
+        cpus: if cpus == "server" {
+            &args.server_cpus
+        } else {
+            &both_cpus
+        },
+        dir: &dir,
+    };
+
+    let mut results = Results {
+        server_cpus: args.server_cpus.clone(),
+        client_cpus: args.client_cpus.clone(),
+        ..Results::default()
+    };
+    // Keys: one per algorithm per server, made through CreateKey as notary-server makes them.
+    let keys = runtime.block_on(make_keys(args, &fixture, &mut results))?;
+    let mut loop_keys: Vec<(String, String)> = Vec::new();
+
+    'reps: for rep in 1..=args.repetitions {
+        for alg in &args.algorithms {
+            for (threads, cpus) in [(1u16, "server"), (2, "both")] {
+                if began.elapsed() > time_limit {
+                    results.notes.push(format!(
+                        "stopped early: the time limit of {} s was reached",
+                        args.time_limit
+                    ));
+                    results.incomplete = true;
+                    break 'reps;
+                }
+                let known = loop_keys.iter().find(|(a, _)| a == alg).map(|(_, k)| k);
+                let spec = TokenLoopSpec {
+                    algorithm: alg,
+                    key_id: known.map(String::as_str),
+                    threads,
+                    warmup: Duration::from_secs_f64(args.warmup),
+                    duration: Duration::from_secs_f64(args.duration),
+                    content_len: args.content_len,
+                };
+                let report = token_loop(cpus).run(&spec, &format!("{alg}-{threads}t-r{rep}"))?;
+                if known.is_none() {
+                    loop_keys.push((alg.clone(), report.key_id.clone()));
+                }
+                let public = hex::decode(&report.public_key).map_err(|e| e.to_string())?;
+                let key = PublicKey::from_notary(alg, &public).map_err(|e| e.to_string())?;
+                results.check_samples("token only", alg, &key, &report.samples);
+                eprintln!(
+                    "rep {rep}: token only {alg} {threads} thread(s): {:.0}/s, {:.1} µs CPU each",
+                    report.rate(),
+                    report.cpu_us_per_op()
+                );
+                results.token_runs.push(TokenRun {
+                    algorithm: alg.clone(),
+                    threads,
+                    report,
+                });
+            }
+            for in_flight in args.levels(alg) {
+                for key in keys.iter().filter(|k| &k.algorithm == alg) {
+                    let signer = key.signer;
+                    if began.elapsed() > time_limit {
+                        results.incomplete = true;
+                        break 'reps;
+                    }
+                    let server = match signer {
+                        Signer::Go => fixture.go.as_ref(),
+                        Signer::Signerd => Some(&fixture.signerd),
+                    }
+                    .ok_or("the Go signer is not running")?;
+                    let load = args.load(in_flight);
+                    let result = runtime.block_on(one_run(server, &fixture.tls, &key.key, load))?;
+                    results.check_samples(signer.name(), alg, &key.public, &result.samples);
+                    results.note_errors(signer, alg, in_flight, &result);
+                    eprintln!(
+                        "rep {rep}: {} {alg} {in_flight} in flight: {:.0}/s, p99 {:.2} ms, {:.1} µs CPU/request, server {:.0}% busy, {} threads, load generator {:.0}% busy",
+                        signer.name(),
+                        result.rate(),
+                        result.latency.p99_us / 1000.0,
+                        result.server_cpu_us_per_op(),
+                        result.server_busy() * 100.0,
+                        result.footprint.threads,
+                        result.client_busy() * 100.0
+                    );
+                    results.server_runs.push(ServerRun {
+                        signer,
+                        algorithm: alg.clone(),
+                        in_flight,
+                        result,
+                    });
+                }
+            }
+        }
+        let footprint =
+            procstat::footprint(fixture.signerd.pid()).map_err(|e| format!("signerd: {e}"))?;
+        results.signerd_rss_after_rep.push(footprint);
+    }
+
+    println!("{}", report::table(&results, args));
+    if let Some(path) = &args.plot {
+        crate::plot::draw(path, &results, args)?;
+        eprintln!("signerd-bench: plot written to {}", path.display());
+    }
+    let ok = results.bad_signatures == 0 && results.failed_requests == 0 && !results.incomplete;
+    drop(runtime);
+    finish(fixture, args.keep_dir);
+    Ok(ok)
+}
+
+/// Makes the PKI, both tokens, and starts both servers.
+fn set_up(args: &RunArgs, signerd_bin: &Path) -> Result<Fixture, String> {
+    let dir = tempfile::Builder::new()
+        .prefix("signerd-bench-")
+        .tempdir()
+        .map_err(|e| format!("temp dir: {e}"))?;
+    let io = |what: &str| {
+        let what = what.to_owned();
+        move |e: std::io::Error| format!("{what}: {e}")
+    };
+    let sub = |name: &str| -> Result<PathBuf, String> {
+        let p = dir.path().join(name);
+        std::fs::create_dir_all(&p).map_err(io(name))?;
+        Ok(p)
+    };
+    let pki = TestPki::generate(&sub("pki")?).map_err(io("PKI"))?;
+    let (signerd_uri, signerd_conf) = make_token(&sub("signerd-token")?)?;
+    let (loop_token_uri, loop_softhsm_conf) = make_token(&sub("token-only")?)?;
+    let tls = ClientTls::load(pki.ca.cert_path(), &pki.client.cert, &pki.client.key)
+        .map_err(io("client TLS files"))?;
+    let go = if args.algorithms.iter().any(|a| a != "rsa") {
+        Some(
+            servers::go_signer(&sub("go")?, &pki, &args.notary_signer, &args.server_cpus)
+                .map_err(io("start the Go notary-signer"))?,
+        )
+    } else {
+        None
+    };
+    let setup = SignerdSetup {
+        binary: signerd_bin.to_owned(),
+        token_uri: signerd_uri,
+        softhsm_conf: signerd_conf,
+        sessions: args.sessions,
+    };
+    let signerd = servers::signerd(&sub("signerd")?, &pki, &setup, &args.server_cpus)
+        .map_err(io("start signerd"))?;
+    Ok(Fixture {
+        go,
+        signerd,
+        tls,
+        loop_token_uri,
+        loop_softhsm_conf,
+        dir,
+    })
+}
+
+/// A SoftHSM token of its own in `dir` (the steps of scripts/softhsm-setup.sh).
+fn make_token(dir: &Path) -> Result<(String, PathBuf), String> {
+    let softhsm = SoftHsmDir::create(dir).map_err(|e| e.to_string())?;
+    softhsm
+        .init_token(TOKEN_LABEL, TOKEN_PIN, TOKEN_SO_PIN)
+        .map_err(|e| e.to_string())?;
+    let pin_file = dir.join("pin");
+    std::fs::write(&pin_file, TOKEN_PIN).map_err(|e| format!("pin file: {e}"))?;
+    Ok((softhsm.uri(TOKEN_LABEL, &pin_file), softhsm.conf()))
+}
+
+/// A key a server made for the benchmark.
+struct ServerKey {
+    signer: Signer,
+    algorithm: String,
+    key: BenchKey,
+    public: PublicKey,
+}
+
+/// A key per (server, algorithm): the Go signer makes no RSA keys (it only imports them).
+async fn make_keys(
+    args: &RunArgs,
+    fixture: &Fixture,
+    results: &mut Results,
+) -> Result<Vec<ServerKey>, String> {
+    let mut keys = Vec::new();
+    for signer in [Signer::Go, Signer::Signerd] {
+        let server = match signer {
+            Signer::Go => match &fixture.go {
+                Some(g) => g,
+                None => continue,
+            },
+            Signer::Signerd => &fixture.signerd,
+        };
+        let channel = load::connect(server.addr, &fixture.tls).await?;
+        for alg in &args.algorithms {
+            if signer == Signer::Go && alg == "rsa" {
+                results
+                    .notes
+                    .push("the Go notary-signer cannot create RSA keys (only import them): no Go RSA point".into());
+                continue;
+            }
+            let key = load::create_key(&channel, alg).await?;
+            let public = PublicKey::from_notary(alg, &key.public_key)
+                .map_err(|e| format!("{}: {e}", signer.name()))?;
+            keys.push(ServerKey {
+                signer,
+                algorithm: alg.clone(),
+                key,
+                public,
+            });
+        }
+    }
+    Ok(keys)
+}
+
+/// One measured run on a fresh connection.
+async fn one_run(
+    server: &Server,
+    tls: &ClientTls,
+    key: &BenchKey,
+    load: Load,
+) -> Result<RunResult, String> {
+    let channel = load::connect(server.addr, tls).await?;
+    load::run(&channel, server.pid(), key, load).await
+}
+
+/// Stops the servers (by PID, through their guards) and removes or keeps the temp dir.
+fn finish(fixture: Fixture, keep: bool) {
+    let Fixture {
+        go, signerd, dir, ..
+    } = fixture;
+    drop(go);
+    drop(signerd);
+    if keep {
+        eprintln!("signerd-bench: kept {}", dir.keep().display());
+    }
+}
+
+/// `name` in the folder of this executable (cargo puts signerd and signerd-bench together).
+fn beside_self(name: &str) -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
+    let path = exe
+        .parent()
+        .map(|d| d.join(name))
+        .ok_or("executable has no folder")?;
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "{} is missing: build it (cargo build --release -p signerd) or pass --signerd",
+            path.display()
+        ))
+    }
+}
+
+impl Results {
+    /// Checks the signatures one run kept; a bad one fails the benchmark.
+    fn check_samples(
+        &mut self,
+        who: &str,
+        algorithm: &str,
+        key: &PublicKey,
+        samples: &[verify::Sample],
+    ) {
+        let (bad, first) = verify::count_bad(key, samples);
+        self.verified += samples.len();
+        if samples.is_empty() {
+            self.notes.push(format!(
+                "{who} {algorithm}: a run returned no signature to check"
+            ));
+            self.incomplete = true;
+        }
+        if bad > 0 {
+            self.bad_signatures += bad;
+            self.notes.push(format!(
+                "BAD SIGNATURE from {who} ({algorithm}): {bad} of {} samples; first: {}",
+                samples.len(),
+                first.unwrap_or_default()
+            ));
+        }
+    }
+
+    /// Counts the requests a run saw fail; any fails the benchmark.
+    fn note_errors(&mut self, signer: Signer, algorithm: &str, in_flight: usize, run: &RunResult) {
+        if run.errors > 0 {
+            self.failed_requests += run.errors;
+            self.notes.push(format!(
+                "{} {algorithm} at {in_flight} in flight: {} requests failed; first: {}",
+                signer.name(),
+                run.errors,
+                run.first_error.as_deref().unwrap_or("?")
+            ));
+        }
+    }
+}

@@ -1,0 +1,362 @@
+//! The results of a benchmark run and the one table that compares the three side by side.
+
+use std::fmt::Write as _;
+
+use crate::bench::RunArgs;
+use crate::load::RunResult;
+use crate::procstat::Footprint;
+use crate::stats::{Latency, Spread};
+use crate::token_loop::TokenLoopReport;
+
+/// A server under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signer {
+    /// The Go notary-signer (memory store).
+    Go,
+    /// signerd over SoftHSM.
+    Signerd,
+}
+
+impl Signer {
+    /// How the report names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Signer::Go => "Go notary-signer",
+            Signer::Signerd => "signerd",
+        }
+    }
+}
+
+/// One measured run against a server.
+#[derive(Debug)]
+pub struct ServerRun {
+    /// Which server.
+    pub signer: Signer,
+    /// ecdsa, ed25519 or rsa.
+    pub algorithm: String,
+    /// Requests in flight.
+    pub in_flight: usize,
+    /// What was measured.
+    pub result: RunResult,
+}
+
+/// One measured run of the token alone.
+#[derive(Debug)]
+pub struct TokenRun {
+    /// ecdsa, ed25519 or rsa.
+    pub algorithm: String,
+    /// Threads (one session each).
+    pub threads: u16,
+    /// What the loop reported.
+    pub report: TokenLoopReport,
+}
+
+/// Everything one benchmark run measured and found.
+#[derive(Debug, Default)]
+pub struct Results {
+    /// Runs against the servers.
+    pub server_runs: Vec<ServerRun>,
+    /// Runs of the token alone.
+    pub token_runs: Vec<TokenRun>,
+    /// Signatures checked locally.
+    pub verified: usize,
+    /// Signatures that did not verify.
+    pub bad_signatures: usize,
+    /// Requests that failed.
+    pub failed_requests: u64,
+    /// The series did not complete.
+    pub incomplete: bool,
+    /// Things the reader must know.
+    pub notes: Vec<String>,
+    /// signerd's threads and memory after each repetition.
+    pub signerd_rss_after_rep: Vec<Footprint>,
+    /// The servers' CPU list.
+    pub server_cpus: String,
+    /// The load generator's CPU list.
+    pub client_cpus: String,
+}
+
+impl Results {
+    /// Median and range of `value` over the repetitions of one server point.
+    pub fn server(
+        &self,
+        signer: Signer,
+        algorithm: &str,
+        in_flight: usize,
+        value: impl Fn(&RunResult) -> f64,
+    ) -> Option<Spread> {
+        Spread::of(
+            self.server_runs
+                .iter()
+                .filter(|r| {
+                    r.signer == signer && r.algorithm == algorithm && r.in_flight == in_flight
+                })
+                .map(|r| value(&r.result)),
+        )
+    }
+
+    /// Median and range of `value` over the repetitions of the token loop.
+    pub fn token(
+        &self,
+        algorithm: &str,
+        threads: u16,
+        value: impl Fn(&TokenLoopReport) -> f64,
+    ) -> Option<Spread> {
+        Spread::of(
+            self.token_runs
+                .iter()
+                .filter(|r| r.algorithm == algorithm && r.threads == threads)
+                .map(|r| value(&r.report)),
+        )
+    }
+
+    /// Median latency percentiles of one server point.
+    fn latency(&self, signer: Signer, algorithm: &str, in_flight: usize) -> Option<Latency> {
+        let get = |f: fn(&Latency) -> f64| {
+            self.server(signer, algorithm, in_flight, |r| f(&r.latency))
+                .map(|s| s.median)
+        };
+        Some(Latency {
+            p50_us: get(|l| l.p50_us)?,
+            p90_us: get(|l| l.p90_us)?,
+            p99_us: get(|l| l.p99_us)?,
+            max_us: get(|l| l.max_us)?,
+        })
+    }
+}
+
+/// The algorithm as the table names it.
+fn algorithm_name(algorithm: &str) -> &str {
+    match algorithm {
+        "ecdsa" => "ECDSA P-256",
+        "ed25519" => "Ed25519",
+        "rsa" => "RSA-3072 PSS",
+        other => other,
+    }
+}
+
+/// `12,345`.
+fn thousands(value: f64) -> String {
+    let digits = format!("{:.0}", value.max(0.0));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `12,345/s (12,000-12,500)`, or a dash.
+fn rate(spread: Option<Spread>) -> String {
+    match spread {
+        Some(s) if s.min == s.max => format!("{}/s", thousands(s.median)),
+        Some(s) => format!(
+            "{}/s ({}-{})",
+            thousands(s.median),
+            thousands(s.min),
+            thousands(s.max)
+        ),
+        None => "-".into(),
+    }
+}
+
+/// A number with one decimal, or a dash.
+fn num(value: Option<f64>) -> String {
+    value.map_or("-".into(), |v| format!("{v:.1}"))
+}
+
+/// A ratio with two decimals, or a dash.
+fn ratio(a: Option<Spread>, b: Option<Spread>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b.median > 0.0 => format!("{:.2}", a.median / b.median),
+        _ => "-".into(),
+    }
+}
+
+/// `p50 / p90 / p99 / max` in milliseconds.
+fn latency(l: Option<Latency>) -> String {
+    l.map_or("-".into(), |l| {
+        format!(
+            "{:.2} / {:.2} / {:.2} / {:.1}",
+            l.p50_us / 1e3,
+            l.p90_us / 1e3,
+            l.p99_us / 1e3,
+            l.max_us / 1e3
+        )
+    })
+}
+
+/// The table and what it needs to be read.
+pub fn table(results: &Results, args: &RunArgs) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\nsignerd-bench: {} repetition(s) of {} s (after {} s warm-up) per point; servers pinned to CPU {}, load generator to CPU {}; one mTLS HTTP/2 connection; {}-byte content. Rates are medians (min-max); latencies and CPU are medians.\n",
+        args.repetitions, args.duration, args.warmup, results.server_cpus, results.client_cpus, args.content_len
+    );
+    let _ = writeln!(
+        out,
+        "| algorithm | in flight | Go notary-signer | token only | signerd | signerd / token | signerd / Go | latency ms p50 / p90 / p99 / max: Go | signerd | CPU µs per request: Go / token / signerd | µs signerd adds | threads: Go / signerd | RSS MiB: Go / signerd |"
+    );
+    let _ = writeln!(
+        out,
+        "|---|---:|---:|---:|---:|---:|---:|---|---|---|---:|---|---|"
+    );
+    for alg in &args.algorithms {
+        let token_rate = results.token(alg, 1, TokenLoopReport::rate);
+        let token_cpu = results.token(alg, 1, TokenLoopReport::cpu_us_per_op);
+        for in_flight in args.levels(alg) {
+            let go = |f: fn(&RunResult) -> f64| results.server(Signer::Go, alg, in_flight, f);
+            let sd = |f: fn(&RunResult) -> f64| results.server(Signer::Signerd, alg, in_flight, f);
+            let cpu_go = go(RunResult::server_cpu_us_per_op).map(|s| s.median);
+            let cpu_sd = sd(RunResult::server_cpu_us_per_op).map(|s| s.median);
+            let adds = cpu_sd.zip(token_cpu).map(|(s, t)| s - t.median);
+            let threads = |s: Option<Spread>| s.map_or("-".into(), |s| format!("{:.0}", s.max));
+            let mib =
+                |s: Option<Spread>| s.map_or("-".into(), |s| format!("{:.1}", s.median / 1024.0));
+            let _ = writeln!(
+                out,
+                "| {} | {in_flight} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {} | {} / {} | {} / {} |",
+                algorithm_name(alg),
+                rate(go(RunResult::rate)),
+                rate(token_rate),
+                rate(sd(RunResult::rate)),
+                ratio(sd(RunResult::rate), token_rate),
+                ratio(sd(RunResult::rate), go(RunResult::rate)),
+                latency(results.latency(Signer::Go, alg, in_flight)),
+                latency(results.latency(Signer::Signerd, alg, in_flight)),
+                num(cpu_go),
+                num(token_cpu.map(|s| s.median)),
+                num(cpu_sd),
+                num(adds),
+                threads(go(|r| r.footprint.threads as f64)),
+                threads(sd(|r| r.footprint.threads as f64)),
+                mib(go(|r| r.footprint.rss_kib as f64)),
+                mib(sd(|r| r.footprint.rss_kib as f64)),
+            );
+        }
+    }
+
+    let _ = writeln!(out, "\nToken only (C_Sign through cryptoki on the same kind of SoftHSM token, one logged-in session per thread, the content hashed as signerd hashes it):");
+    for alg in &args.algorithms {
+        let one = results.token(alg, 1, TokenLoopReport::rate);
+        let two = results.token(alg, 2, TokenLoopReport::rate);
+        let l = |f: fn(&Latency) -> f64| {
+            results
+                .token(alg, 1, |r| f(&r.latency))
+                .map_or("-".into(), |s| format!("{:.3}", s.median / 1e3))
+        };
+        let _ = writeln!(
+            out,
+            "- {}: 1 thread on CPU {}: {}, {} µs CPU per signature, latency ms p50 {} / p99 {} / max {}; 2 threads on CPUs {},{}: {}",
+            algorithm_name(alg),
+            results.server_cpus,
+            rate(one),
+            num(results.token(alg, 1, TokenLoopReport::cpu_us_per_op).map(|s| s.median)),
+            l(|l| l.p50_us),
+            l(|l| l.p99_us),
+            l(|l| l.max_us),
+            results.server_cpus,
+            results.client_cpus,
+            rate(two),
+        );
+    }
+
+    if !results.signerd_rss_after_rep.is_empty() {
+        let rss: Vec<String> = results
+            .signerd_rss_after_rep
+            .iter()
+            .map(|f| format!("{:.1}", f.rss_kib as f64 / 1024.0))
+            .collect();
+        let peak = results
+            .signerd_rss_after_rep
+            .iter()
+            .map(|f| f.peak_rss_kib)
+            .max()
+            .unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "\nsignerd RSS after each repetition: {} MiB; peak (VmHWM) {:.1} MiB.",
+            rss.join(", "),
+            peak as f64 / 1024.0
+        );
+    }
+    for signer in [Signer::Go, Signer::Signerd] {
+        let busy = results
+            .server_runs
+            .iter()
+            .filter(|r| r.signer == signer && r.in_flight >= 8)
+            .map(|r| r.result.server_busy());
+        if let Some(s) = Spread::of(busy) {
+            let _ = writeln!(
+                out,
+                "{} used {:.0}% (median; {:.0}-{:.0}%) of its CPU at 8 or more in flight{}.",
+                signer.name(),
+                s.median * 100.0,
+                s.min * 100.0,
+                s.max * 100.0,
+                if s.max < 0.9 {
+                    ": well under 100% with requests waiting means the CPU was shared with other work (a noisy machine) or the server waited, so its rates are below what the core can do"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    let busiest = results
+        .server_runs
+        .iter()
+        .map(|r| (r.result.client_busy(), r))
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    if let Some((busy, run)) = busiest {
+        let _ = writeln!(
+            out,
+            "Load generator: at most {:.0}% of its CPU busy ({} {} at {} in flight){}.",
+            busy * 100.0,
+            run.signer.name(),
+            run.algorithm,
+            run.in_flight,
+            if busy > 0.9 {
+                "; near 100% the client, not the server, limits that point: its rate is a floor"
+            } else {
+                ""
+            }
+        );
+    }
+    let _ = writeln!(
+        out,
+        "Signatures checked locally against the public keys: {}, bad: {}. Failed requests: {}.",
+        results.verified, results.bad_signatures, results.failed_requests
+    );
+    for note in &results.notes {
+        let _ = writeln!(out, "Note: {note}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_are_separated() {
+        assert_eq!(thousands(0.0), "0");
+        assert_eq!(thousands(999.4), "999");
+        assert_eq!(thousands(1234.0), "1,234");
+        assert_eq!(thousands(18808.0), "18,808");
+        assert_eq!(thousands(1234567.0), "1,234,567");
+    }
+
+    #[test]
+    fn rates_show_the_range() {
+        let s = Spread {
+            median: 4335.0,
+            min: 4100.0,
+            max: 4500.0,
+        };
+        assert_eq!(rate(Some(s)), "4,335/s (4,100-4,500)");
+        assert_eq!(rate(None), "-");
+    }
+}
