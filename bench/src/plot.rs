@@ -7,7 +7,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use crate::bench::RunArgs;
+use crate::args::RunArgs;
 use crate::load::RunResult;
 use crate::report::{Results, Signer};
 use crate::token_loop::TokenLoopReport;

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::bench::RunArgs;
+use crate::args::RunArgs;
 use crate::load::RunResult;
 use crate::procstat::Footprint;
 use crate::stats::{Latency, Spread};

@@ -12,7 +12,7 @@
 
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,31 +20,13 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::config::AuditSettings;
 use super::record::{AuditRecord, AuditSink, AuditUnavailable};
-use super::writer::Writer;
+pub use super::writer::{CheckpointSignature, CheckpointSigner};
+use super::writer::{Msg, Shared, Writer};
 
 /// Records waiting for the writer before callers wait for room (back pressure, bounded memory).
 const QUEUE: usize = 4096;
 /// How often the writer wakes without records (time checkpoints, interval fsync, recovery).
 const TICK: Duration = Duration::from_millis(200);
-
-/// A checkpoint signature made by the audit key.
-#[derive(Clone, Debug)]
-pub struct CheckpointSignature {
-    /// The audit key's TUF key ID (hex).
-    pub key_id: String,
-    /// The audit key's algorithm (`ecdsa`).
-    pub algorithm: String,
-    /// The audit key's public key, DER SubjectPublicKeyInfo.
-    pub public_key: Vec<u8>,
-    /// The signature (for `ecdsa`: raw `r||s` over SHA-256 of the message).
-    pub signature: Vec<u8>,
-}
-
-/// Signs chain heads with the audit key. Called on the writer thread only, so it may block.
-pub trait CheckpointSigner: Send + 'static {
-    /// Signs `message` (from [`super::line::checkpoint_message`]).
-    fn sign(&mut self, message: &[u8]) -> Result<CheckpointSignature, String>;
-}
 
 /// The audit file. Cheap to share behind an `Arc`; [`AuditTrail::close`] writes a last
 /// checkpoint and stops the writer.
@@ -56,41 +38,6 @@ pub struct AuditTrail {
     /// The writer thread, joined by [`AuditTrail::close`]: it holds the audit key's token, which
     /// must be let go before signerd closes the token.
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
-}
-
-/// What the writer and the callers both see.
-#[derive(Debug, Default)]
-pub(super) struct Shared {
-    /// Why the file cannot be written now, if it cannot.
-    pub(super) broken: Mutex<Option<String>>,
-    /// `fsync` calls made, for tests and metrics.
-    pub(super) syncs: AtomicU64,
-    /// Records handed to the writer.
-    pub(super) queued: AtomicU64,
-}
-
-impl Shared {
-    pub(super) fn set_broken(&self, reason: Option<String>) {
-        // A poisoned lock only means a writer panicked mid-update of an Option: take it as is.
-        *self.broken.lock().unwrap_or_else(|e| e.into_inner()) = reason;
-    }
-
-    pub(super) fn broken(&self) -> Option<String> {
-        self.broken
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-}
-
-/// Where the writer answers one caller.
-pub(super) type Reply = oneshot::Sender<Result<(), AuditUnavailable>>;
-
-#[derive(Debug)]
-pub(super) enum Msg {
-    Record(Box<AuditRecord>, Reply),
-    Tick,
-    Close(oneshot::Sender<()>),
 }
 
 impl AuditTrail {

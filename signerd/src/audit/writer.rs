@@ -15,7 +15,64 @@ use tokio::sync::mpsc;
 use super::config::{AuditSettings, FsyncPolicy};
 use super::line::{b64, checkpoint_message, line_hash, rfc3339, Line, LineKind, GENESIS};
 use super::record::{AuditRecord, AuditUnavailable};
-use super::trail::{CheckpointSigner, Msg, Reply, Shared};
+use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
+
+use tokio::sync::oneshot;
+
+/// A checkpoint signature made by the audit key.
+#[derive(Clone, Debug)]
+pub struct CheckpointSignature {
+    /// The audit key's TUF key ID (hex).
+    pub key_id: String,
+    /// The audit key's algorithm (`ecdsa`).
+    pub algorithm: String,
+    /// The audit key's public key, DER SubjectPublicKeyInfo.
+    pub public_key: Vec<u8>,
+    /// The signature (for `ecdsa`: raw `r||s` over SHA-256 of the message).
+    pub signature: Vec<u8>,
+}
+
+/// Signs chain heads with the audit key. Called on the writer thread only, so it may block.
+pub trait CheckpointSigner: Send + 'static {
+    /// Signs `message` (from [`checkpoint_message`]).
+    fn sign(&mut self, message: &[u8]) -> Result<CheckpointSignature, String>;
+}
+
+/// What the writer and the callers both see.
+#[derive(Debug, Default)]
+pub(super) struct Shared {
+    /// Why the file cannot be written now, if it cannot.
+    pub(super) broken: Mutex<Option<String>>,
+    /// `fsync` calls made, for tests and metrics.
+    pub(super) syncs: AtomicU64,
+    /// Records handed to the writer.
+    pub(super) queued: AtomicU64,
+}
+
+impl Shared {
+    pub(super) fn set_broken(&self, reason: Option<String>) {
+        // A poisoned lock only means a writer panicked mid-update of an Option: take it as is.
+        *self.broken.lock().unwrap_or_else(|e| e.into_inner()) = reason;
+    }
+
+    pub(super) fn broken(&self) -> Option<String> {
+        self.broken
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// Where the writer answers one caller.
+pub(super) type Reply = oneshot::Sender<Result<(), AuditUnavailable>>;
+
+#[derive(Debug)]
+pub(super) enum Msg {
+    Record(Box<AuditRecord>, Reply),
+    Tick,
+    Close(oneshot::Sender<()>),
+}
 
 /// Most records in one write.
 const MAX_BATCH: usize = 1024;
