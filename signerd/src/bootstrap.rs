@@ -66,6 +66,7 @@ impl Bootstrap {
                 let mut config =
                     TokenConfig::new(env.token_uri.parse().map_err(StartupError::DevTokenUri)?);
                 config.sessions = settings.sessions;
+                config.unavailable_after = settings.unavailable_after;
                 config.rsa_bits = settings.rsa_bits;
                 config
             }

@@ -3,6 +3,13 @@
 //! count stays bounded under any load, and a full queue is refused at once; no lock is held
 //! across an await.
 //!
+//! **Token faults.** The token's supervisor reconnects in the background; here a request never
+//! waits on a token that is down for longer than `token.unavailable_after_ms`: it waits for the
+//! token to come back up to that bound, then answers UNAVAILABLE. A request whose worker is
+//! inside a token that went down (a hung network HSM) gets the same bound. Sign and GetKeyInfo
+//! are idempotent: one that failed because the token went away is tried once more when the
+//! token is back within the bound.
+//!
 //! Every key operation takes the caller's [`Access`]: the key is looked up first (a cache hit
 //! after its first use), checked against the caller's port and policy, and only then used. A
 //! key out of the caller's reach answers exactly as an absent key.
@@ -10,11 +17,13 @@
 mod workers;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use signerd_token::{
-    KeyAlgorithm, KeyId, KeyInfo, KeyUsage, Signature, Token, TokenError, TokenStats,
+    ErrorKind, KeyAlgorithm, KeyId, KeyInfo, KeyUsage, Signature, Token, TokenError, TokenStats,
 };
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::edge::error::KeyError;
 use crate::edge::policy::Operation;
@@ -28,6 +37,8 @@ pub struct KeyStore {
     token: Arc<Token>,
     workers: TokenWorkers,
     serving: watch::Receiver<bool>,
+    /// `token.unavailable_after_ms`.
+    bound: Duration,
 }
 
 /// The key store's state and counters, for metrics and `signerd status`: read without a token
@@ -48,7 +59,7 @@ impl KeyStore {
     /// Wraps an opened token and starts its workers, one per operation the token is given at
     /// once ([`Token::parallelism`]).
     pub fn new(token: Arc<Token>) -> std::io::Result<KeyStore> {
-        let workers = TokenWorkers::start(token.parallelism())?;
+        let workers = TokenWorkers::start(token.parallelism(), Some(Arc::clone(&token)))?;
         tracing::info!(
             workers = workers.count(),
             queue = workers.capacity(),
@@ -58,10 +69,12 @@ impl KeyStore {
         token.on_state_change(Box::new(move |up| {
             state.send_replace(up);
         }));
+        let bound = token.unavailable_after();
         Ok(KeyStore {
             token,
             workers,
             serving,
+            bound,
         })
     }
 
@@ -105,10 +118,13 @@ impl KeyStore {
     pub async fn info(&self, access: &Access, id: KeyId) -> Result<KeyInfo, KeyError> {
         access.key_id(&id);
         let access = access.clone();
-        self.blocking_with(move |t| {
-            let info = t.key_info(&id)?;
-            access.check_key(Operation::Info, &info)?;
-            Ok(info)
+        self.idempotent(move || {
+            let access = access.clone();
+            move |t: &Token| -> Result<KeyInfo, KeyError> {
+                let info = t.key_info(&id)?;
+                access.check_key(Operation::Info, &info)?;
+                Ok(info)
+            }
         })
         .await
     }
@@ -123,10 +139,15 @@ impl KeyStore {
         access.key_id(&id);
         access.facts.content(&content);
         let access = access.clone();
-        self.blocking_with(move |t| {
-            let info = t.key_info(&id)?;
-            access.check_key(Operation::Sign, &info)?;
-            Ok(t.sign(&id, &content)?)
+        let content = Arc::new(content);
+        self.idempotent(move || {
+            let access = access.clone();
+            let content = Arc::clone(&content);
+            move |t: &Token| -> Result<Signature, KeyError> {
+                let info = t.key_info(&id)?;
+                access.check_key(Operation::Sign, &info)?;
+                Ok(t.sign(&id, &content)?)
+            }
         })
         .await
     }
@@ -164,11 +185,75 @@ impl KeyStore {
     }
 
     /// Runs a token operation that may also fail otherwise (a policy refusal) on a token
-    /// worker.
+    /// worker; UNAVAILABLE within the bound when the token is or goes down.
     pub(crate) async fn blocking_with<T: Send + 'static, E: From<TokenError> + Send + 'static>(
         &self,
         op: impl FnOnce(&Token) -> Result<T, E> + Send + 'static,
     ) -> Result<T, E> {
-        self.workers.run(Arc::clone(&self.token), op).await
+        self.ready(Instant::now() + self.bound).await?;
+        self.bounded(op).await
+    }
+
+    /// Runs an idempotent operation (made afresh by `make` for each try); one that failed
+    /// because the token went away runs once more when the token is back within the bound.
+    async fn idempotent<T, F>(&self, make: impl Fn() -> F) -> Result<T, KeyError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Token) -> Result<T, KeyError> + Send + 'static,
+    {
+        self.ready(Instant::now() + self.bound).await?;
+        match self.bounded(make()).await {
+            Err(KeyError::Token(e)) if e.kind() == ErrorKind::Unavailable => {
+                self.ready(Instant::now() + self.bound)
+                    .await
+                    .map_err(|_| e)?;
+                self.bounded(make()).await
+            }
+            other => other,
+        }
+    }
+
+    /// Waits until the token is up, or fails with why it is not once `deadline` passes.
+    async fn ready(&self, deadline: Instant) -> Result<(), TokenError> {
+        if *self.serving.borrow() {
+            return Ok(());
+        }
+        let mut serving = self.serving.clone();
+        let up = tokio::time::timeout_at(deadline, serving.wait_for(|up| *up))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if up {
+            Ok(())
+        } else {
+            Err(self.token.down_error())
+        }
+    }
+
+    /// Runs `op` on a worker. While the token is up it may take as long as it takes (a
+    /// 4096-bit key generation); once the token goes down it gets the bound to finish, and
+    /// the request is answered UNAVAILABLE after that (its worker may be stuck in a hung
+    /// token; the job is skipped if it has not started).
+    async fn bounded<T: Send + 'static, E: From<TokenError> + Send + 'static>(
+        &self,
+        op: impl FnOnce(&Token) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E> {
+        let run = self.workers.run(Arc::clone(&self.token), op);
+        tokio::pin!(run);
+        let mut serving = self.serving.clone();
+        tokio::select! {
+            result = &mut run => return result,
+            _ = serving.wait_for(|up| !*up) => {}
+        }
+        match tokio::time::timeout(self.bound, run).await {
+            Ok(result) => result,
+            Err(_) => Err(TokenError::Down {
+                reason: format!(
+                    "the token went down and did not answer within {} ms",
+                    self.bound.as_millis()
+                ),
+                kind: ErrorKind::Unavailable,
+            }
+            .into()),
+        }
     }
 }

@@ -1,16 +1,31 @@
-//! The core of [`Token`]: finding the token's slot, the pool of logged-in sessions, login, and
-//! recovery from session and token faults, all behind [`Token::run`], which every operation
-//! family (key generation, signing, objects, import, certificates, mechanisms) goes through.
+//! The core of [`Token`]: finding the token's slot, sessions and login, and recovery from
+//! session and token faults, all behind [`Token::run`], which every operation family (key
+//! generation, signing, objects, import, certificates, mechanisms) goes through.
+//!
+//! **One owner per session.** A token worker (a thread that called [`Token::attach_worker`])
+//! owns one logged-in session for the current connection generation, opened lazily and
+//! re-opened after a session fault or a reconnect; `run` hands it to the operation, with no
+//! pool and no lock on the way. Any other thread (CLI one-shots, the audit writer, tests) gets a
+//! session opened for the one call and closed after it.
+//!
+//! **Recovery off the request path.** Reconnecting is the supervisor's alone (`supervisor`):
+//! a call that meets a token fault reports it and fails (the key store answers UNAVAILABLE);
+//! the supervisor marks the generation down, waits until no call and no session of it is left
+//! (a call hung in the module is waited for, never finalized under), then finds the slot again,
+//! re-initializes the module when only that helps, logs in, and marks the new generation up.
+//! Every call into the module on a generation's slot or sessions is counted on that
+//! generation's [`Connection`], which is what makes "nothing in flight" a fact.
 //!
 //! Every method blocks on the token: call them from a blocking thread, never from an async
 //! task. The token is the only store: keys are found by `CKA_ID` (the TUF key ID), and gun and
 //! role live in `CKA_LABEL`, so a restarted signerd, or a second one on the same token, finds
 //! every key. This module imports none of the operation families; they build on it.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
@@ -23,8 +38,11 @@ use signerd_vocab::defaults;
 use crate::error::{Attempt, CallError, Fault, OpError, TokenError};
 use crate::key::{KeyId, KeyInfo};
 use crate::pin::PinSource;
-use crate::pool::SessionPool;
+use crate::supervisor::{Supervisor, SupervisorHandle};
 use crate::uri::Pkcs11Uri;
+
+/// Default of [`TokenConfig::unavailable_after`] (`token.unavailable_after_ms`).
+pub const DEFAULT_UNAVAILABLE_AFTER: Duration = Duration::from_secs(2);
 
 /// How to reach a token and how to use it.
 #[derive(Clone, Debug)]
@@ -40,6 +58,9 @@ pub struct TokenConfig {
     pub rsa_bits: u32,
     /// How long a request waits for a free session before it fails.
     pub checkout_timeout: Duration,
+    /// How long a call waits for a token that is down (reconnecting) before it answers
+    /// unavailable; also the bound on a request whose worker is stuck in a hung token.
+    pub unavailable_after: Duration,
 }
 
 impl TokenConfig {
@@ -51,6 +72,7 @@ impl TokenConfig {
             sessions: defaults::TOKEN_SESSIONS,
             rsa_bits: defaults::RSA_BITS,
             checkout_timeout: defaults::CHECKOUT_TIMEOUT,
+            unavailable_after: DEFAULT_UNAVAILABLE_AFTER,
         }
     }
 
@@ -104,25 +126,167 @@ pub struct Token {
     pub(crate) config: TokenConfig,
     pub(crate) module: Pkcs11,
     module_path: String,
-    connection: Mutex<Option<Arc<Connection>>>,
+    pub(crate) core: Arc<Core>,
+    supervisor: SupervisorHandle,
+}
+
+/// What the token's users and its supervisor share.
+pub(crate) struct Core {
+    pub(crate) config: TokenConfig,
+    pub(crate) module: Pkcs11,
+    pub(crate) module_path: String,
+    /// Tells this token's worker sessions apart from another token's on the same thread.
+    id: u64,
+    /// The connection requests run on; `None` while the token is down.
+    current: RwLock<Option<Arc<Connection>>>,
     keys: RwLock<HashMap<KeyId, CachedKey>>,
     /// The last PIN the token refused: never offered again, so signerd cannot lock the token.
     rejected_pin: Mutex<Option<SecretString>>,
-    generation: AtomicU64,
-    last_reinit: Mutex<Option<Instant>>,
+    pub(crate) generation: AtomicU64,
     up: AtomicBool,
-    reconnects: AtomicU64,
+    pub(crate) reconnects: AtomicU64,
     relogins: AtomicU64,
-    reinitializations: AtomicU64,
+    pub(crate) reinitializations: AtomicU64,
     listeners: Mutex<Vec<StateListener>>,
+    pub(crate) supervisor: Supervisor,
+    /// Faults under a storm: one line per kind per interval, with a count.
+    pub(crate) log: crate::ratelog::RateLog,
 }
 
-/// A found token slot and the sessions open on it.
+/// A found token slot: one connection generation, with every call and session on it counted.
 pub(crate) struct Connection {
     pub(crate) generation: u64,
     pub(crate) slot: Slot,
     pub(crate) description: TokenDescription,
-    pool: SessionPool,
+    /// Set once the generation is down: no new call may start on it.
+    condemned: AtomicBool,
+    /// Calls into the module on this generation now.
+    active: AtomicUsize,
+    /// Sessions open on this generation now.
+    sessions: AtomicUsize,
+    /// Sessions inside an operation now.
+    busy: AtomicUsize,
+    /// Logins made on this generation (the first is the connect; later ones are re-logins).
+    logins: AtomicU64,
+}
+
+impl Connection {
+    pub(crate) fn new(generation: u64, slot: Slot, description: TokenDescription) -> Connection {
+        Connection {
+            generation,
+            slot,
+            description,
+            condemned: AtomicBool::new(false),
+            active: AtomicUsize::new(0),
+            sessions: AtomicUsize::new(0),
+            busy: AtomicUsize::new(0),
+            logins: AtomicU64::new(0),
+        }
+    }
+
+    /// Starts a call on this generation, or `None` when it is down. The supervisor condemns
+    /// first and then waits for `active` to reach zero, so a call either is counted before the
+    /// supervisor looks or sees the condemnation (both sides use `SeqCst`).
+    pub(crate) fn enter(&self) -> Option<Entered<'_>> {
+        self.active.fetch_add(1, Ordering::SeqCst);
+        if self.condemned.load(Ordering::SeqCst) {
+            self.active.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(Entered { conn: self })
+    }
+
+    pub(crate) fn condemn(&self) {
+        self.condemned.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn is_condemned(&self) -> bool {
+        self.condemned.load(Ordering::SeqCst)
+    }
+
+    /// Nothing of this generation is left: no call in the module, no session open.
+    pub(crate) fn drained(&self) -> bool {
+        self.active.load(Ordering::SeqCst) == 0 && self.sessions.load(Ordering::SeqCst) == 0
+    }
+
+    pub(crate) fn in_flight(&self) -> (usize, usize) {
+        (
+            self.active.load(Ordering::SeqCst),
+            self.sessions.load(Ordering::SeqCst),
+        )
+    }
+}
+
+/// A call in progress on a connection generation.
+pub(crate) struct Entered<'a> {
+    conn: &'a Connection,
+}
+
+impl Drop for Entered<'_> {
+    fn drop(&mut self) {
+        self.conn.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A logged-in session of one generation; closing it (on drop) is counted too, so the
+/// supervisor never re-initializes the module before the close returned.
+pub(crate) struct OwnedSession {
+    session: Option<Session>,
+    conn: Arc<Connection>,
+}
+
+impl Drop for OwnedSession {
+    fn drop(&mut self) {
+        // The close is a call on the generation, still counted in `sessions`.
+        drop(self.session.take());
+        self.conn.sessions.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl OwnedSession {
+    fn session(&self) -> &Session {
+        // Invariant: only `drop` takes the session out.
+        self.session.as_ref().expect("session present until drop")
+    }
+}
+
+thread_local! {
+    /// The sessions a token worker owns, one per token it works for.
+    static WORKER_SESSIONS: RefCell<Vec<(u64, Option<OwnedSession>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Marks the current thread as a token worker of one token for as long as it lives: `run` on
+/// this thread uses (and keeps) the thread's own session. Dropping it closes the session.
+#[must_use = "the thread is a token worker only while the guard lives"]
+pub struct WorkerGuard {
+    core: Arc<Core>,
+}
+
+impl WorkerGuard {
+    /// Between jobs: closes the session when its generation went down, so the supervisor
+    /// never waits on an idle worker. Cheap when nothing changed.
+    pub fn idle(&self) {
+        release_condemned(self.core.id);
+    }
+}
+
+impl Drop for WorkerGuard {
+    fn drop(&mut self) {
+        let owned = WORKER_SESSIONS.with(|w| {
+            let mut w = w.borrow_mut();
+            let at = w.iter().position(|(id, _)| *id == self.core.id);
+            at.map(|i| w.swap_remove(i))
+        });
+        drop(owned);
+    }
+}
+
+/// Why a session could not be opened.
+enum Opened {
+    /// The token failed (reported to the supervisor).
+    Fault(TokenError),
+    /// Anything else (a PIN problem): final.
+    Other(TokenError),
 }
 
 /// A TUF key found in the token: its handle is valid only on the connection that found it.
@@ -135,15 +299,16 @@ pub(crate) struct CachedKey {
     pub(crate) generation: u64,
 }
 
-/// Least time between two re-initializations of the module while the token is missing.
-const REINIT_INTERVAL: Duration = Duration::from_secs(2);
-
-/// How often one operation is tried when sessions or the token fail under it.
+/// How often one operation is tried when sessions fail under it.
 const ATTEMPTS: usize = 3;
 
+/// Gives each `Token` in the process its own worker-session slot.
+static NEXT_TOKEN_ID: AtomicU64 = AtomicU64::new(1);
+
 impl Token {
-    /// Loads and initializes the module. The token itself is found on first use, so signerd
-    /// can start (and report) while the token is absent.
+    /// Loads and initializes the module and starts the token's supervisor, which finds the
+    /// token and keeps it connected. The token itself may be absent: signerd starts (and
+    /// reports) without it.
     pub fn open(config: TokenConfig) -> Result<Token, TokenError> {
         let path = config.uri.module_path.clone().ok_or(TokenError::NoModule)?;
         let module_path = path.display().to_string();
@@ -160,20 +325,32 @@ impl Token {
                 })
             }
         }
-        Ok(Token {
-            config,
-            module,
-            module_path,
-            connection: Mutex::new(None),
+        let core = Arc::new(Core {
+            config: config.clone(),
+            module: module.clone(),
+            module_path: module_path.clone(),
+            id: NEXT_TOKEN_ID.fetch_add(1, Ordering::Relaxed),
+            current: RwLock::new(None),
             keys: RwLock::new(HashMap::new()),
             rejected_pin: Mutex::new(None),
             generation: AtomicU64::new(0),
-            last_reinit: Mutex::new(None),
             up: AtomicBool::new(false),
             reconnects: AtomicU64::new(0),
             relogins: AtomicU64::new(0),
             reinitializations: AtomicU64::new(0),
             listeners: Mutex::new(Vec::new()),
+            supervisor: Supervisor::new(),
+            log: crate::ratelog::RateLog::new(crate::ratelog::INTERVAL),
+        });
+        let supervisor = crate::supervisor::start(Arc::clone(&core)).map_err(|e| {
+            TokenError::Cryptoki(format!("cannot start the token supervisor thread: {e}"))
+        })?;
+        Ok(Token {
+            config,
+            module,
+            module_path,
+            core,
+            supervisor,
         })
     }
 
@@ -182,12 +359,13 @@ impl Token {
         &self.module_path
     }
 
-    /// Finds the token, opens a session and logs in: proves the configuration works.
+    /// Waits (up to `unavailable_after`) for the token to be connected: proves the
+    /// configuration works, or says why not.
     pub fn connect(&self) -> Result<TokenDescription, TokenError> {
         self.run(|conn, _session| Ok(conn.description.clone()))
     }
 
-    /// A cheap liveness probe: the token is present and answers, and the session is logged in.
+    /// A liveness probe: the token is present and answers, and a session is logged in.
     pub fn probe(&self) -> Result<(), TokenError> {
         self.run(|conn, session| {
             // C_GetTokenInfo is what notices a removed token (SoftHSM: its files gone); the
@@ -219,7 +397,10 @@ impl Token {
     /// waiting on the wire, so more workers help up to the HSM's session limit.
     pub fn parallelism(&self) -> usize {
         let configured = self.config.sessions.max(1);
-        let Some(conn) = self.current() else {
+        let Some(conn) = self.core.current() else {
+            return configured;
+        };
+        let Some(_entered) = conn.enter() else {
             return configured;
         };
         match self
@@ -234,21 +415,27 @@ impl Token {
 
     /// Sessions open now.
     pub fn open_sessions(&self) -> usize {
-        self.current().map(|c| c.pool.open_sessions()).unwrap_or(0)
+        self.stats().sessions_open
     }
 
     /// The token layer's state and counters, read without a token call.
     pub fn stats(&self) -> TokenStats {
-        let (sessions_open, sessions_busy) = self
+        let core = &self.core;
+        let (sessions_open, sessions_busy) = core
             .current()
-            .map(|c| (c.pool.open_sessions(), c.pool.busy_sessions()))
+            .map(|c| {
+                (
+                    c.sessions.load(Ordering::SeqCst),
+                    c.busy.load(Ordering::SeqCst),
+                )
+            })
             .unwrap_or((0, 0));
         TokenStats {
-            up: self.up.load(Ordering::SeqCst),
-            generation: self.generation.load(Ordering::Relaxed),
-            reconnects: self.reconnects.load(Ordering::Relaxed),
-            relogins: self.relogins.load(Ordering::Relaxed),
-            reinitializations: self.reinitializations.load(Ordering::Relaxed),
+            up: core.up.load(Ordering::SeqCst),
+            generation: core.generation.load(Ordering::Relaxed),
+            reconnects: core.reconnects.load(Ordering::Relaxed),
+            relogins: core.relogins.load(Ordering::Relaxed),
+            reinitializations: core.reinitializations.load(Ordering::Relaxed),
             sessions_open,
             sessions_busy,
         }
@@ -256,19 +443,358 @@ impl Token {
 
     /// Whether the token is up now (connected and answering).
     pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::SeqCst)
+        self.core.up.load(Ordering::SeqCst)
     }
 
     /// Calls `listener` with the new state each time the token goes up or down (from the
     /// thread that noticed: keep it short and non-blocking).
     pub fn on_state_change(&self, listener: StateListener) {
-        self.listeners
+        self.core
+            .listeners
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(listener);
     }
 
-    fn set_up(&self, up: bool) {
+    /// Makes the calling thread a token worker (see the module docs): it keeps one session of
+    /// its own until the guard drops. One per thread and token.
+    pub fn attach_worker(&self) -> WorkerGuard {
+        WORKER_SESSIONS.with(|w| {
+            let mut w = w.borrow_mut();
+            if !w.iter().any(|(id, _)| *id == self.core.id) {
+                w.push((self.core.id, None));
+            }
+        });
+        WorkerGuard {
+            core: Arc::clone(&self.core),
+        }
+    }
+
+    /// How long a caller waits for a token that is down (`token.unavailable_after_ms`).
+    pub fn unavailable_after(&self) -> Duration {
+        self.config.unavailable_after
+    }
+
+    /// Why the token cannot be used now, while it is down.
+    pub fn down_error(&self) -> TokenError {
+        self.core.supervisor.down_error()
+    }
+
+    /// Stops the supervisor, closes every session and finalizes the module. Sessions still
+    /// held by running operations or workers close when those finish; the module is not
+    /// finalized while any call could still be inside it.
+    pub fn close(self) {
+        let Token {
+            module,
+            core,
+            supervisor,
+            ..
+        } = self;
+        let stopped = supervisor.stop();
+        let conn = core
+            .current
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        core.set_up(false);
+        if let Some(conn) = &conn {
+            conn.condemn();
+        }
+        let drained = conn.as_ref().is_none_or(|c| c.drained());
+        drop(conn);
+        if !stopped || !drained {
+            tracing::warn!("token calls still in progress; leaving the module to process exit");
+            return;
+        }
+        if let Err(e) = module.finalize() {
+            tracing::warn!(error = %e, "C_Finalize failed");
+        }
+    }
+
+    // === sessions, login, recovery ===
+
+    /// Runs `op` on this thread's session (a worker's own, or one opened for the call),
+    /// retrying on a fresh session after session faults. A token fault is reported to the
+    /// supervisor and answered as unavailable at once; so is a token that is down.
+    pub(crate) fn run<T>(
+        &self,
+        mut op: impl FnMut(&Connection, &Session) -> Attempt<T>,
+    ) -> Result<T, TokenError> {
+        let core = &self.core;
+        let worker = WORKER_SESSIONS.with(|w| w.borrow().iter().any(|(id, _)| *id == core.id));
+        let mut last = None;
+        let mut lost_on = None;
+        // A token fault: a worker answers at once (the key store waits for the token and
+        // retries what is idempotent); any other caller waits for the supervisor and retries,
+        // as it has no one else to do it.
+        let mut faulted = None;
+        if worker {
+            // A session of a generation that went down must not outlive it: the supervisor
+            // waits for it before reconnecting.
+            release_condemned(core.id);
+        }
+        for _ in 0..ATTEMPTS {
+            let conn = match core.current() {
+                Some(conn) => conn,
+                // A worker never waits: the key store waits for the token, with its bound.
+                None if worker => return Err(faulted.unwrap_or_else(|| self.down_error())),
+                None => match core.supervisor.wait_up(core, core.config.unavailable_after) {
+                    Ok(conn) => conn,
+                    Err(e) => return Err(faulted.unwrap_or(e)),
+                },
+            };
+            let Some(entered) = conn.enter() else {
+                faulted = Some(self.down_error());
+                if worker {
+                    break;
+                }
+                continue;
+            };
+            let held = if worker {
+                take_worker_session(core.id)
+            } else {
+                None
+            };
+            let owned = match held.filter(|s| s.conn.generation == conn.generation) {
+                Some(s) => s,
+                None => match core.open_session(&conn) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        drop(entered);
+                        match core.classify_open_error(&conn, e) {
+                            Opened::Fault(e) if !worker => {
+                                faulted = Some(e);
+                                continue;
+                            }
+                            Opened::Fault(e) | Opened::Other(e) => return Err(e),
+                        }
+                    }
+                },
+            };
+            conn.busy.fetch_add(1, Ordering::SeqCst);
+            let result = op(&conn, owned.session());
+            conn.busy.fetch_sub(1, Ordering::SeqCst);
+            let keep = |owned: OwnedSession| {
+                if worker {
+                    put_worker_session(core.id, owned);
+                }
+            };
+            let call = match result {
+                Ok(value) => {
+                    keep(owned);
+                    return Ok(value);
+                }
+                Err(OpError::Final(e)) => {
+                    match e {
+                        // A missing key or half of a key: believe it only while the token is
+                        // there (a vanished token makes every search come back empty).
+                        TokenError::KeyNotFound(_) | TokenError::MalformedKey { .. } => {
+                            match core.present(&conn) {
+                                Ok(()) => {
+                                    keep(owned);
+                                    return Err(e);
+                                }
+                                Err(call) => call,
+                            }
+                        }
+                        e => {
+                            keep(owned);
+                            return Err(e);
+                        }
+                    }
+                }
+                Err(OpError::Call(call)) => match call.fault() {
+                    Fault::Call => {
+                        keep(owned);
+                        return Err(call.into_token_error());
+                    }
+                    Fault::Session => {
+                        core.log.event(
+                            "session",
+                            format_args!(
+                                "token session lost ({} {:?}); retrying on a new session",
+                                call.call, call.rv
+                            ),
+                        );
+                        drop(owned);
+                        last = Some(call);
+                        lost_on = Some(Arc::clone(&conn));
+                        continue;
+                    }
+                    Fault::StaleHandle => {
+                        self.write_keys()
+                            .retain(|_, k| k.generation != conn.generation);
+                        keep(owned);
+                        last = Some(call);
+                        continue;
+                    }
+                    Fault::Token => call,
+                },
+            };
+            // A token fault: the session goes (closed while still counted on the generation).
+            drop(owned);
+            drop(entered);
+            let e = core.token_fault(&conn, call);
+            if worker {
+                return Err(e);
+            }
+            faulted = Some(e);
+        }
+        if let Some(e) = faulted {
+            return Err(e);
+        }
+        match (last, lost_on) {
+            // Every fresh session died too: a storm of session faults is a token fault.
+            (Some(call), Some(conn)) if call.fault() == Fault::Session => {
+                Err(core.token_fault(&conn, call))
+            }
+            (last, _) => Err(last
+                .map(CallError::into_token_error)
+                .unwrap_or(TokenError::PoolExhausted(0))),
+        }
+    }
+
+    /// The handle cache, to read.
+    pub(crate) fn read_keys(&self) -> RwLockReadGuard<'_, HashMap<KeyId, CachedKey>> {
+        self.core.read_keys()
+    }
+
+    /// Drops a key from the handle cache (its objects are about to change).
+    pub(crate) fn forget_key(&self, id: &KeyId) {
+        self.write_keys().remove(id);
+    }
+
+    /// The handle cache, to change.
+    pub(crate) fn write_keys(&self) -> RwLockWriteGuard<'_, HashMap<KeyId, CachedKey>> {
+        self.core.write_keys()
+    }
+}
+
+/// Closes this thread's worker session for `token` if its generation went down.
+fn release_condemned(token: u64) {
+    let stale = WORKER_SESSIONS.with(|w| {
+        let mut w = w.borrow_mut();
+        w.iter_mut()
+            .find(|(id, _)| *id == token)
+            .and_then(|(_, s)| {
+                if s.as_ref().is_some_and(|s| s.conn.is_condemned()) {
+                    s.take()
+                } else {
+                    None
+                }
+            })
+    });
+    drop(stale);
+}
+
+fn take_worker_session(token: u64) -> Option<OwnedSession> {
+    WORKER_SESSIONS.with(|w| {
+        w.borrow_mut()
+            .iter_mut()
+            .find(|(id, _)| *id == token)
+            .and_then(|(_, s)| s.take())
+    })
+}
+
+fn put_worker_session(token: u64, session: OwnedSession) {
+    let displaced = WORKER_SESSIONS.with(|w| {
+        w.borrow_mut()
+            .iter_mut()
+            .find(|(id, _)| *id == token)
+            .and_then(|(_, s)| s.replace(session))
+    });
+    drop(displaced);
+}
+
+impl Core {
+    /// The connection requests run on, when the token is up.
+    pub(crate) fn current(&self) -> Option<Arc<Connection>> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Makes `conn` the connection requests run on (the supervisor, once connected).
+    pub(crate) fn install(&self, conn: Arc<Connection>) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(conn);
+        self.set_up(true);
+    }
+
+    /// Takes generation `generation` down (if still current): no new call starts on it. The
+    /// supervisor then waits for it to drain before reconnecting.
+    pub(crate) fn take_down(&self, generation: u64) -> Option<Arc<Connection>> {
+        let taken = {
+            let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+            if current.as_ref().is_some_and(|c| c.generation == generation) {
+                current.take()
+            } else {
+                None
+            }
+        };
+        if let Some(conn) = &taken {
+            conn.condemn();
+            self.supervisor.drain(Arc::clone(conn));
+            self.write_keys().retain(|_, k| k.generation != generation);
+            self.set_up(false);
+        }
+        taken
+    }
+
+    /// A token fault seen by a call on `conn`: reported to the supervisor, answered as
+    /// unavailable.
+    fn token_fault(&self, conn: &Connection, call: CallError) -> TokenError {
+        self.log.event(
+            "token-fault",
+            format_args!(
+                "token fault ({} {:?}); the token is marked down and reconnected in the background",
+                call.call, call.rv
+            ),
+        );
+        self.supervisor.report(self, conn.generation, call.rv);
+        call.into_token_error()
+    }
+
+    /// A session could not be opened or logged in on `conn`: a token fault is reported.
+    fn classify_open_error(&self, conn: &Connection, e: TokenError) -> Opened {
+        match &e {
+            TokenError::TokenUnavailable { call, rv } => {
+                let call = CallError {
+                    rv: Some(*rv),
+                    call: call.clone(),
+                    other: None,
+                };
+                Opened::Fault(self.token_fault(conn, call))
+            }
+            _ => Opened::Other(e),
+        }
+    }
+
+    /// Whether the token behind `conn` is still there (`C_GetTokenInfo` on its slot).
+    pub(crate) fn present(&self, conn: &Connection) -> Result<(), CallError> {
+        match self.module.get_token_info(conn.slot) {
+            Ok(info) if info.token_initialized() => Ok(()),
+            Ok(_) => Err(CallError {
+                rv: Some(RvError::TokenNotRecognized),
+                call: "C_GetTokenInfo".into(),
+                other: None,
+            }),
+            Err(e) => {
+                let call = CallError::from(e);
+                // Any failure to describe a token we were using means it is not usable.
+                Err(match call.fault() {
+                    Fault::Token => call,
+                    _ => CallError {
+                        rv: Some(RvError::TokenNotPresent),
+                        call: call.call,
+                        other: None,
+                    },
+                })
+            }
+        }
+    }
+
+    pub(crate) fn set_up(&self, up: bool) {
         if self.up.swap(up, Ordering::SeqCst) != up {
             for listener in self
                 .listeners
@@ -281,140 +807,15 @@ impl Token {
         }
     }
 
-    /// Closes every session and finalizes the module. Sessions still checked out by running
-    /// operations close when those finish.
-    pub fn close(self) {
-        if let Some(conn) = self.lock_connection().take() {
-            conn.pool.close_idle();
-        }
-        let Token {
-            module, connection, ..
-        } = self;
-        drop(connection);
-        if let Err(e) = module.finalize() {
-            tracing::warn!(error = %e, "C_Finalize failed");
-        }
+    pub(crate) fn read_keys(&self) -> RwLockReadGuard<'_, HashMap<KeyId, CachedKey>> {
+        self.keys.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    // === sessions, login, recovery ===
-
-    /// Runs `op` on a pooled session, retrying on a fresh session after session faults and
-    /// after reconnecting when the token went away.
-    pub(crate) fn run<T>(
-        &self,
-        mut op: impl FnMut(&Connection, &Session) -> Attempt<T>,
-    ) -> Result<T, TokenError> {
-        let mut last = None;
-        for _ in 0..ATTEMPTS {
-            let conn = self.connection()?;
-            let session = conn.pool.checkout(|| self.open_session(&conn))?;
-            match op(&conn, &session) {
-                Ok(value) => return Ok(value),
-                Err(OpError::Final(e)) => return Err(e),
-                Err(OpError::Call(call)) => match call.fault() {
-                    Fault::Call => return Err(call.into_token_error()),
-                    Fault::Session => {
-                        tracing::info!(call = %call.call, rv = ?call.rv, "token session lost; retrying on a new session");
-                        session.discard();
-                        last = Some(call);
-                    }
-                    Fault::StaleHandle => {
-                        self.write_keys()
-                            .retain(|_, k| k.generation != conn.generation);
-                        last = Some(call);
-                    }
-                    Fault::Token => {
-                        tracing::warn!(call = %call.call, rv = ?call.rv, "token fault; reconnecting");
-                        session.discard();
-                        self.disconnect(conn.generation);
-                        last = Some(call);
-                    }
-                },
-            }
-        }
-        Err(last
-            .map(CallError::into_token_error)
-            .unwrap_or(TokenError::PoolExhausted(0)))
+    pub(crate) fn write_keys(&self) -> RwLockWriteGuard<'_, HashMap<KeyId, CachedKey>> {
+        self.keys.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The current connection, or a new one: find the slot, open a session and log in.
-    fn connection(&self) -> Result<Arc<Connection>, TokenError> {
-        let mut guard = self.lock_connection();
-        if let Some(conn) = guard.as_ref() {
-            return Ok(Arc::clone(conn));
-        }
-        let (slot, description) = match self.find_slot() {
-            Ok(found) => found,
-            Err(e @ TokenError::TokenNotFound { .. }) if self.may_reinitialize() => {
-                // Many modules (SoftHSM among them) only see a token that came back after
-                // C_Finalize/C_Initialize. No session of ours is open while disconnected.
-                tracing::info!(module = %self.module_path, "token not found ({e}); re-initializing the module");
-                if let Err(e) = self.module.clone().finalize() {
-                    tracing::debug!(error = %e, "C_Finalize before re-initialization");
-                }
-                self.write_keys().clear();
-                self.reinitializations.fetch_add(1, Ordering::Relaxed);
-                match self
-                    .module
-                    .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-                {
-                    Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-                    Err(e) => return Err(CallError::from(e).into_token_error()),
-                }
-                self.find_slot()?
-            }
-            Err(e) => return Err(e),
-        };
-        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        let conn = Arc::new(Connection {
-            generation,
-            slot,
-            description,
-            pool: SessionPool::new(self.config.sessions, self.config.checkout_timeout),
-        });
-        // Log in now so a wrong PIN or a dead token shows at once, not on the first request.
-        drop(conn.pool.checkout(|| self.open_session(&conn))?);
-        tracing::info!(
-            token = %conn.description.label,
-            slot = conn.description.slot,
-            module = %self.module_path,
-            "connected to the token"
-        );
-        if generation > 1 {
-            self.reconnects.fetch_add(1, Ordering::Relaxed);
-        }
-        *guard = Some(Arc::clone(&conn));
-        self.set_up(true);
-        Ok(conn)
-    }
-
-    /// Re-initializing the module is heavy: at most once per [`REINIT_INTERVAL`].
-    fn may_reinitialize(&self) -> bool {
-        let mut last = self.last_reinit.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        if last.is_some_and(|t| now.duration_since(t) < REINIT_INTERVAL) {
-            return false;
-        }
-        *last = Some(now);
-        true
-    }
-
-    fn current(&self) -> Option<Arc<Connection>> {
-        self.lock_connection().clone()
-    }
-
-    /// Drops connection `generation` (if still current) so the next call reconnects.
-    fn disconnect(&self, generation: u64) {
-        let mut guard = self.lock_connection();
-        if guard.as_ref().is_some_and(|c| c.generation == generation) {
-            if let Some(conn) = guard.take() {
-                conn.pool.close_idle();
-            }
-            self.set_up(false);
-        }
-    }
-
-    fn find_slot(&self) -> Result<(Slot, TokenDescription), TokenError> {
+    pub(crate) fn find_slot(&self) -> Result<(Slot, TokenDescription), TokenError> {
         let uri = &self.config.uri;
         let slots = match self.module.get_slots_with_token() {
             Err(CkError::Pkcs11(RvError::CryptokiNotInitialized, _)) => {
@@ -470,16 +871,25 @@ impl Token {
         })
     }
 
-    fn open_session(&self, conn: &Connection) -> Result<Session, TokenError> {
+    /// Opens a session on `conn` and logs in (a call on the generation: enter it first).
+    pub(crate) fn open_session(&self, conn: &Arc<Connection>) -> Result<OwnedSession, TokenError> {
         let session = self
             .module
             .open_rw_session(conn.slot)
             .map_err(|e| CallError::from(e).into_token_error())?;
-        self.login(&session)?;
-        Ok(session)
+        conn.sessions.fetch_add(1, Ordering::SeqCst);
+        let owned = OwnedSession {
+            session: Some(session),
+            conn: Arc::clone(conn),
+        };
+        if self.login(owned.session())? && conn.logins.fetch_add(1, Ordering::SeqCst) > 0 {
+            self.relogins.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(owned)
     }
 
-    fn login(&self, session: &Session) -> Result<(), TokenError> {
+    /// Logs the user in; `true` when this call logged in (not "already logged in").
+    fn login(&self, session: &Session) -> Result<bool, TokenError> {
         let source = self.config.pin_source()?;
         let pin = source.read()?;
         let mut rejected = self.rejected_pin.lock().unwrap_or_else(|p| p.into_inner());
@@ -492,9 +902,13 @@ impl Token {
             });
         }
         match session.login(UserType::User, Some(&pin)) {
-            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {
+            Ok(()) => {
                 *rejected = None;
-                Ok(())
+                Ok(true)
+            }
+            Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {
+                *rejected = None;
+                Ok(false)
             }
             Err(CkError::Pkcs11(
                 RvError::PinIncorrect | RvError::PinInvalid | RvError::PinLenRange,
@@ -516,25 +930,6 @@ impl Token {
             }),
             Err(e) => Err(CallError::from(e).into_token_error()),
         }
-    }
-
-    fn lock_connection(&self) -> MutexGuard<'_, Option<Arc<Connection>>> {
-        self.connection.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The handle cache, to read.
-    pub(crate) fn read_keys(&self) -> RwLockReadGuard<'_, HashMap<KeyId, CachedKey>> {
-        self.keys.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Drops a key from the handle cache (its objects are about to change).
-    pub(crate) fn forget_key(&self, id: &KeyId) {
-        self.write_keys().remove(id);
-    }
-
-    /// The handle cache, to change.
-    pub(crate) fn write_keys(&self) -> RwLockWriteGuard<'_, HashMap<KeyId, CachedKey>> {
-        self.keys.write().unwrap_or_else(|p| p.into_inner())
     }
 }
 

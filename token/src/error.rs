@@ -44,7 +44,7 @@ pub enum TokenError {
         seen: String,
     },
     /// The token stopped answering (removed, device error, network HSM unreachable).
-    #[error("the token is unavailable ({call} failed: {rv:?}); signerd reconnects on the next request; check the device or network HSM")]
+    #[error("the token is unavailable ({call} failed: {rv:?}); signerd reconnects in the background: retry shortly, and check the device or network HSM if it lasts")]
     TokenUnavailable {
         /// The PKCS#11 call that failed.
         call: String,
@@ -100,6 +100,14 @@ pub enum TokenError {
     /// A cryptoki failure that is not a PKCS#11 return value.
     #[error("PKCS#11 wrapper error: {0}")]
     Cryptoki(String),
+    /// The token is down and signerd reconnects in the background.
+    #[error("the token is unavailable ({reason}); signerd reconnects in the background: retry shortly, and check the device or network HSM if it lasts")]
+    Down {
+        /// Why it is down, or why the last reconnection failed.
+        reason: String,
+        /// How the edge treats it (unavailable, or an operator's problem such as the PIN).
+        kind: ErrorKind,
+    },
 }
 
 /// How the edge should treat an error.
@@ -140,6 +148,61 @@ impl TokenError {
             TokenError::MalformedKey { .. }
             | TokenError::Pkcs11 { .. }
             | TokenError::Cryptoki(_) => ErrorKind::Internal,
+            TokenError::Down { kind, .. } => *kind,
+        }
+    }
+
+    /// The same error again (the supervisor answers every waiting caller with the reason of
+    /// its last failed attempt); an error holding a source that cannot be copied keeps its
+    /// message and kind.
+    pub(crate) fn duplicate(&self) -> TokenError {
+        use TokenError as E;
+        match self {
+            E::InvalidKeyId(s) => E::InvalidKeyId(s.clone()),
+            E::MissingKeyId => E::MissingKeyId,
+            E::UnsupportedAlgorithm(s) => E::UnsupportedAlgorithm(s.clone()),
+            E::KeyNotFound(id) => E::KeyNotFound(*id),
+            E::ModuleLoad { path, reason } => E::ModuleLoad {
+                path: path.clone(),
+                reason: reason.clone(),
+            },
+            E::NoModule => E::NoModule,
+            E::TokenNotFound { selector, seen } => E::TokenNotFound {
+                selector: selector.clone(),
+                seen: seen.clone(),
+            },
+            E::TokenUnavailable { call, rv } => E::TokenUnavailable {
+                call: call.clone(),
+                rv: *rv,
+            },
+            E::PinIncorrect { source_desc } => E::PinIncorrect {
+                source_desc: source_desc.clone(),
+            },
+            E::PinLocked { state, source_desc } => E::PinLocked {
+                state,
+                source_desc: source_desc.clone(),
+            },
+            E::NoPinSource => E::NoPinSource,
+            E::PoolExhausted(n) => E::PoolExhausted(*n),
+            E::MalformedKey { id, reason } => E::MalformedKey {
+                id: id.clone(),
+                reason: reason.clone(),
+            },
+            E::InvalidRequest(s) => E::InvalidRequest(s.clone()),
+            E::ObjectNotFound(s) => E::ObjectNotFound(s.clone()),
+            E::Pkcs11 { call, rv } => E::Pkcs11 {
+                call: call.clone(),
+                rv: *rv,
+            },
+            E::Cryptoki(s) => E::Cryptoki(s.clone()),
+            E::Down { reason, kind } => E::Down {
+                reason: reason.clone(),
+                kind: *kind,
+            },
+            E::PinUnavailable(e) => E::Down {
+                reason: e.to_string(),
+                kind: ErrorKind::NeedsOperator,
+            },
         }
     }
 }

@@ -1,13 +1,14 @@
 //! signerd's token layer: TUF signing keys held in a PKCS#11 token.
 //!
 //! [`Token`] generates keys in the token (sensitive, never extractable), finds them again by
-//! their TUF key ID (`CKA_ID`), and signs in Notary's encodings, over a pool of logged-in
-//! sessions that recovers from session and token faults. It knows nothing of gRPC: the daemon's
+//! their TUF key ID (`CKA_ID`), and signs in Notary's encodings, on sessions owned one each by
+//! token workers, while a supervisor thread keeps the token connected through token faults. It knows nothing of gRPC: the daemon's
 //! edge maps [`TokenError::kind`] to status codes.
 //!
 //! One module per operation family, each an `impl Token` block over the core in `connection`
 //! (slot, sessions, login, recovery, `Token::run`), which imports none of them:
-//! `keygen` (key generation), `sign` (Notary and admin signing, one mechanism table from
+//! `supervisor` (reconnection off the request path) and `ratelog` (faults under a storm) sit
+//! beside the core. The families: `keygen` (key generation), `sign` (Notary and admin signing, one mechanism table from
 //! `signerd-vocab`), `lookup` (TUF keys by key ID), [`objects`] (types, describe, find,
 //! destroy), `import` (PKCS#8 private keys), `certificates`, `mechanisms`. Below them:
 //! [`error`], [`key`], [`pin`], [`uri`] (RFC 7512 parse and format), `encoding` and `date`.
@@ -27,12 +28,16 @@ mod mechanisms;
 pub mod objects;
 mod parse;
 pub mod pin;
-mod pool;
+mod ratelog;
 mod sign;
 pub mod softhsm;
+mod supervisor;
 pub mod uri;
 
-pub use connection::{StateListener, Token, TokenConfig, TokenDescription, TokenStats};
+pub use connection::{
+    StateListener, Token, TokenConfig, TokenDescription, TokenStats, WorkerGuard,
+    DEFAULT_UNAVAILABLE_AFTER,
+};
 pub use error::{ErrorKind, TokenError};
 pub use import::PrivateKeyImport;
 pub use key::{

@@ -234,28 +234,45 @@ fn inline_pin_source_override_and_missing_token() {
 }
 
 #[test]
-fn parallel_signing_uses_several_sessions() {
+fn each_worker_thread_owns_a_session_of_its_own() {
     let f = fixture();
     let token = Arc::new(open(&f));
     let key = token
         .create_key(KeyAlgorithm::Ecdsa, &usage("timestamp"))
         .unwrap();
+    let idle = token.stats().sessions_open;
+    let all_signed = Arc::new(std::sync::Barrier::new(9));
     let threads: Vec<_> = (0..8)
         .map(|i| {
             let token = Arc::clone(&token);
+            let all_signed = Arc::clone(&all_signed);
             std::thread::spawn(move || {
+                let _worker = token.attach_worker();
                 for j in 0..50 {
                     token.sign(&key.id, format!("{i}-{j}").as_bytes()).unwrap();
                 }
+                all_signed.wait();
+                // Keep the session until the main thread has counted.
+                all_signed.wait();
             })
         })
         .collect();
+    all_signed.wait();
+    let busy = token.stats();
+    assert_eq!(
+        busy.sessions_open,
+        idle + 8,
+        "one session per worker, kept between calls: {busy:?}"
+    );
+    assert_eq!(busy.sessions_busy, 0, "{busy:?}");
+    all_signed.wait();
     for t in threads {
         t.join().unwrap();
     }
-    assert!(
-        token.open_sessions() > 1,
-        "signs ran on more than one session"
+    assert_eq!(
+        token.stats().sessions_open,
+        idle,
+        "a worker's session closes with its guard"
     );
 }
 

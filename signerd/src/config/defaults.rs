@@ -28,6 +28,11 @@ pub const MAX_CONNECTIONS_PER_PEER: u64 = 128;
 /// How long a connection may stay silent (not even answering keepalive pings) before it is
 /// closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a request waits for a token that is down (reconnecting) before it answers
+/// UNAVAILABLE (`token.unavailable_after_ms`).
+pub const UNAVAILABLE_AFTER: Duration = signerd_token::DEFAULT_UNAVAILABLE_AFTER;
+/// Most `token.unavailable_after_ms` may be: a request should not hang on a missing token.
+pub const UNAVAILABLE_AFTER_MAX: Duration = Duration::from_secs(60);
 /// The log format.
 pub const LOG_FORMAT: &str = "human";
 /// The log filter.
@@ -67,6 +72,10 @@ mod tests {
         assert_eq!(readme_default("server.listen"), LISTEN);
         assert_eq!(readme_default("token.sessions"), SESSIONS.to_string());
         assert_eq!(readme_default("token.rsa_bits"), RSA_BITS.to_string());
+        assert_eq!(
+            readme_default("token.unavailable_after_ms"),
+            UNAVAILABLE_AFTER.as_millis().to_string()
+        );
         assert_eq!(
             readme_default("server.shutdown_grace_secs"),
             SHUTDOWN_GRACE.as_secs().to_string()

@@ -109,6 +109,9 @@ pub struct TokenSection {
     pub sessions: Option<u64>,
     /// Modulus size of new RSA keys.
     pub rsa_bits: Option<u64>,
+    /// How long a request waits for a token that is down before it answers UNAVAILABLE, in
+    /// milliseconds.
+    pub unavailable_after_ms: Option<u64>,
 }
 
 impl TokenSection {
@@ -121,6 +124,7 @@ impl TokenSection {
             ("pin_env", FieldKind::Text),
             ("sessions", FieldKind::Number),
             ("rsa_bits", FieldKind::Number),
+            ("unavailable_after_ms", FieldKind::Number),
         ],
     };
 }
@@ -240,6 +244,7 @@ impl FileConfig {
         set(&mut k.uri, t.uri);
         set(&mut k.sessions, t.sessions);
         set(&mut k.rsa_bits, t.rsa_bits);
+        set(&mut k.unavailable_after_ms, t.unavailable_after_ms);
         let (l, t) = (&mut self.log, top.log);
         set(&mut l.format, t.format);
         set(&mut l.level, t.level);
@@ -291,6 +296,7 @@ mod tests {
                 pin_env: Some("a".into()),
                 sessions: Some(1),
                 rsa_bits: Some(1),
+                unavailable_after_ms: Some(1),
             },
             log: LogSection {
                 format: Some("a".into()),

@@ -92,6 +92,8 @@ pub struct Settings {
     pub sessions: usize,
     /// RSA modulus size for new keys.
     pub rsa_bits: u32,
+    /// How long a request waits for a token that is down before it answers UNAVAILABLE.
+    pub unavailable_after: Duration,
     /// Grace period for in-flight requests at shutdown.
     pub shutdown_grace: Duration,
     /// Log format.
@@ -275,6 +277,19 @@ impl FileConfig {
             )));
         }
 
+        let unavailable_after_ms = self
+            .token
+            .unavailable_after_ms
+            .unwrap_or(defaults::UNAVAILABLE_AFTER.as_millis() as u64);
+        if !(1..=defaults::UNAVAILABLE_AFTER_MAX.as_millis() as u64).contains(&unavailable_after_ms)
+        {
+            errors.push(ConfigError(format!(
+                "token.unavailable_after_ms = {unavailable_after_ms}: use 1 to {}",
+                defaults::UNAVAILABLE_AFTER_MAX.as_millis()
+            )));
+        }
+        let unavailable_after = Duration::from_millis(unavailable_after_ms);
+
         let pin_override = match (&self.token.pin_file, &self.token.pin_env) {
             (Some(_), Some(_)) => {
                 errors.push(ConfigError(
@@ -307,6 +322,7 @@ impl FileConfig {
                     config.pin = pin_override;
                     config.sessions = sessions as usize;
                     config.rsa_bits = rsa_bits as u32;
+                    config.unavailable_after = unavailable_after;
                     Some(config)
                 }
                 Err(e) => {
@@ -380,6 +396,7 @@ impl FileConfig {
                 token,
                 sessions: sessions as usize,
                 rsa_bits: rsa_bits as u32,
+                unavailable_after,
                 shutdown_grace: self
                     .server
                     .shutdown_grace_secs

@@ -1,6 +1,10 @@
-//! `grpc.health.v1.Health`: SERVING only while the token answers a live probe (not a cached
-//! flag) and the audit sink can take records, for the names notary-server asks about and for
-//! the whole server (`""`).
+//! `grpc.health.v1.Health`: SERVING only while the token is up and the audit sink can take
+//! records, for the names notary-server asks about and for the whole server (`""`).
+//!
+//! "Up" is the token supervisor's state ([`KeyStore::serving`]): it probes the token several
+//! times a second and takes it down the moment a request meets a token fault, so a check costs
+//! no token call, never queues behind requests, and cannot hang on a hung HSM. `Watch` streams
+//! the same state: the current status at once, then each change.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -23,8 +27,8 @@ pub const SERVICES: &[&str] = &[
     "proto.Signer",
 ];
 
-/// How long a probe may take before the answer is NOT_SERVING.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often `Watch` looks at the audit sink (the token's state is pushed, not polled).
+const AUDIT_POLL: Duration = Duration::from_secs(1);
 
 /// Health over the token probe and the audit sink.
 #[derive(Clone)]
@@ -49,6 +53,31 @@ impl TokenHealth {
     }
 }
 
+impl TokenHealth {
+    /// The status now: the audit sink's state and the supervisor's.
+    fn status(&self, service: &str, up: bool) -> ServingStatus {
+        if let Err(reason) = self.audit.health() {
+            tracing::debug!(service, %reason, "health: NOT_SERVING: the audit trail cannot be written; key operations are refused");
+            return ServingStatus::NotServing;
+        }
+        if up {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        }
+    }
+}
+
+fn known(service: &str) -> Result<(), Status> {
+    if SERVICES.contains(&service) {
+        Ok(())
+    } else {
+        Err(Status::not_found(format!(
+            "unknown service {service:?}; ask for one of {SERVICES:?}"
+        )))
+    }
+}
+
 #[tonic::async_trait]
 impl Health for TokenHealth {
     async fn check(
@@ -56,33 +85,10 @@ impl Health for TokenHealth {
         request: Request<HealthCheckRequest>,
     ) -> Result<Response<HealthCheckResponse>, Status> {
         let service = request.into_inner().service;
-        if !SERVICES.contains(&service.as_str()) {
-            return Err(Status::not_found(format!(
-                "unknown service {service:?}; ask for one of {SERVICES:?}"
-            )));
-        }
-        if let Err(reason) = self.audit.health() {
-            tracing::warn!(service, %reason, "health: NOT_SERVING: the audit trail cannot be written; key operations are refused");
-            return Ok(Response::new(HealthCheckResponse {
-                status: ServingStatus::NotServing as i32,
-            }));
-        }
-        let status = match tokio::time::timeout(PROBE_TIMEOUT, self.keys.probe()).await {
-            Ok(Ok(())) => ServingStatus::Serving,
-            Ok(Err(e)) => {
-                tracing::warn!(service, error = %e, "health: token probe failed");
-                ServingStatus::NotServing
-            }
-            Err(_) => {
-                tracing::warn!(
-                    service,
-                    "health: token probe timed out after {PROBE_TIMEOUT:?}"
-                );
-                ServingStatus::NotServing
-            }
-        };
+        known(&service)?;
+        let up = *self.keys.serving().borrow();
         Ok(Response::new(HealthCheckResponse {
-            status: status as i32,
+            status: self.status(&service, up) as i32,
         }))
     }
 
@@ -92,8 +98,52 @@ impl Health for TokenHealth {
 
     async fn watch(
         &self,
-        _request: Request<HealthCheckRequest>,
+        request: Request<HealthCheckRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        Err(Status::unimplemented("Watch is not supported; poll Check"))
+        let service = request.into_inner().service;
+        if known(&service).is_err() {
+            // The protocol's answer for a name it does not serve: SERVICE_UNKNOWN, then wait.
+            let unknown = HealthCheckResponse {
+                status: ServingStatus::ServiceUnknown as i32,
+            };
+            let stream = tokio_stream::StreamExt::chain(
+                tokio_stream::once(Ok::<_, Status>(unknown)),
+                tokio_stream::pending(),
+            );
+            return Ok(Response::new(Box::pin(stream)));
+        }
+        let health = self.clone();
+        let (send, receive) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut serving = health.keys.serving();
+            let mut last = None;
+            let mut audit = tokio::time::interval(AUDIT_POLL);
+            loop {
+                let up = *serving.borrow_and_update();
+                let status = health.status(&service, up);
+                if last != Some(status) {
+                    last = Some(status);
+                    let item = HealthCheckResponse {
+                        status: status as i32,
+                    };
+                    if send.send(Ok(item)).await.is_err() {
+                        return;
+                    }
+                }
+                tokio::select! {
+                    changed = serving.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                    }
+                    _ = audit.tick() => {}
+                    // The client went away.
+                    _ = send.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(receive),
+        )))
     }
 }

@@ -4,15 +4,19 @@
 //! This replaces a `spawn_blocking` per request (tokio's blocking pool grows to 512 threads under
 //! load, and each hand-off costs context switches): the thread count is fixed whatever the load,
 //! and when the queue is full a request is refused at once (RESOURCE_EXHAUSTED, "reduce load")
-//! instead of waiting without bound. There are as many workers as the token has sessions
-//! (`token.sessions`), so a worker always finds a free session: the token is never asked for
-//! more parallel work than it was configured for, and no worker waits for another.
+//! instead of waiting without bound. Each worker owns one logged-in session of its own
+//! ([`Token::attach_worker`]): there are as many workers as sessions signerd gives the token
+//! ([`Token::parallelism`]: `token.sessions`, held to the token's `ulMaxSessionCount`), so the
+//! token is never asked for more parallel work than configured, and no session is checked out
+//! of a shared pool. Between jobs a worker closes its session once the token went down, so the
+//! supervisor never waits on an idle worker before reconnecting.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
-use crossbeam_channel::{Sender, TrySendError};
+use crossbeam_channel::{RecvTimeoutError, Sender, TrySendError};
 use signerd_token::{Token, TokenError};
 
 /// Requests that may wait per worker before new ones are refused (RESOURCE_EXHAUSTED). A token signature takes tens
@@ -20,6 +24,9 @@ use signerd_token::{Token, TokenError};
 /// a burst of notary-server's requests queued rather than refused, while bounding memory and
 /// the wait.
 pub const QUEUE_PER_WORKER: usize = 64;
+
+/// How often an idle worker looks whether its session's generation went down.
+const IDLE_TICK: Duration = Duration::from_millis(50);
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -37,22 +44,37 @@ struct Inner {
 }
 
 impl TokenWorkers {
-    /// Starts `count` workers (at least one) with a queue of `count * QUEUE_PER_WORKER`.
-    pub(crate) fn start(count: usize) -> std::io::Result<TokenWorkers> {
+    /// Starts `count` workers (at least one) with a queue of `count * QUEUE_PER_WORKER`; each
+    /// owns a session of `token` (none in unit tests that run no token operation).
+    pub(crate) fn start(count: usize, token: Option<Arc<Token>>) -> std::io::Result<TokenWorkers> {
         let count = count.max(1);
         let capacity = count * QUEUE_PER_WORKER;
         let (queue, jobs) = crossbeam_channel::bounded::<Job>(capacity);
         let threads = (0..count)
             .map(|i| {
                 let jobs = jobs.clone();
+                let token = token.clone();
                 std::thread::Builder::new()
                     .name(format!("token-worker-{i}"))
                     .spawn(move || {
-                        for job in jobs {
-                            // A panicking operation drops its reply channel (the caller gets an
-                            // error); the worker itself stays.
-                            if std::panic::catch_unwind(AssertUnwindSafe(job)).is_err() {
-                                tracing::error!("a token operation panicked; its request failed");
+                        let guard = token.as_ref().map(|t| t.attach_worker());
+                        drop(token);
+                        loop {
+                            match jobs.recv_timeout(IDLE_TICK) {
+                                Ok(job) => {
+                                    // A panicking operation drops its reply channel (the
+                                    // caller gets an error); the worker itself stays.
+                                    if std::panic::catch_unwind(AssertUnwindSafe(job)).is_err() {
+                                        tracing::error!(
+                                            "a token operation panicked; its request failed"
+                                        );
+                                    }
+                                }
+                                Err(RecvTimeoutError::Timeout) => {}
+                                Err(RecvTimeoutError::Disconnected) => break,
+                            }
+                            if let Some(guard) = &guard {
+                                guard.idle();
                             }
                         }
                     })
@@ -106,7 +128,11 @@ impl TokenWorkers {
     {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
-            // The caller may have gone (a cancelled request): nobody to tell.
+            // A caller that gave up (cancelled, or answered unavailable while the token hung)
+            // is not worked for.
+            if reply.is_closed() {
+                return;
+            }
             let _ = reply.send(op());
         });
         let queue = self
@@ -156,7 +182,7 @@ mod tests {
 
     #[tokio::test]
     async fn answers_come_back_from_the_workers() {
-        let workers = TokenWorkers::start(2).unwrap();
+        let workers = TokenWorkers::start(2, None).unwrap();
         let name = workers
             .execute(|| Ok::<_, TokenError>(std::thread::current().name().map(str::to_owned)))
             .await
@@ -167,7 +193,7 @@ mod tests {
     // Multi-threaded: the test blocks its own thread while the spawned requests get queued.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_full_queue_is_refused_at_once_and_work_resumes_after() {
-        let workers = TokenWorkers::start(1).unwrap();
+        let workers = TokenWorkers::start(1, None).unwrap();
         // Hold the only worker until released.
         let (release, held) = mpsc::channel::<()>();
         let (started, wait_started) = mpsc::channel::<()>();
@@ -212,7 +238,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_operation_fails_its_request_and_the_worker_stays() {
-        let workers = TokenWorkers::start(1).unwrap();
+        let workers = TokenWorkers::start(1, None).unwrap();
         let failed = workers
             .execute(|| -> Result<(), TokenError> { panic!("operation bug") })
             .await
@@ -223,7 +249,7 @@ mod tests {
 
     #[test]
     fn dropping_the_last_handle_joins_the_workers() {
-        let workers = TokenWorkers::start(3).unwrap();
+        let workers = TokenWorkers::start(3, None).unwrap();
         assert_eq!(workers.count(), 3);
         assert_eq!(workers.capacity(), 3 * QUEUE_PER_WORKER);
         drop(workers);

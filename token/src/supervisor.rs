@@ -1,0 +1,475 @@
+//! The token supervisor: one background thread per [`Token`](crate::Token) that owns
+//! (re)connection, so no request ever reconnects, finalizes or initializes the module.
+//!
+//! States: **up** (a current connection; probed every [`PROBE_INTERVAL`] by a prober thread,
+//! so a hung token is noticed even when no request is running), **draining** (a fault was
+//! reported or a probe failed or hung: the generation is condemned, no new call starts on it,
+//! and the supervisor waits until every call and session of it has ended; a call stuck in a
+//! hung module is waited for however long it takes, the module is never finalized under it),
+//! and **connecting** (find the slot, re-initialize the module when a plain retry does not see
+//! the token, open a session and log in; failures back off from [`MIN_BACKOFF`] to
+//! [`MAX_BACKOFF`]). A caller outside the workers that finds the token down kicks the
+//! supervisor (an attempt now) and waits for the outcome.
+
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags};
+use cryptoki::error::{Error as CkError, RvError};
+
+use crate::connection::{Connection, Core, OwnedSession};
+use crate::error::{fault_of, CallError, ErrorKind, Fault, TokenError};
+
+/// How often the supervisor checks a token that is up.
+pub(crate) const PROBE_INTERVAL: Duration = Duration::from_millis(200);
+
+/// How long a probe (`C_GetTokenInfo`) may take before the token counts as hung: with
+/// [`PROBE_INTERVAL`], a token that stops answering is marked down within 1 s.
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_millis(600);
+
+/// First wait between failed connection attempts.
+pub(crate) const MIN_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Longest wait between failed connection attempts (a kick cuts it short).
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// How often a draining supervisor looks whether the old generation has ended.
+const DRAIN_POLL: Duration = Duration::from_millis(10);
+
+/// The supervisor's shared state: what callers report and wait on.
+pub(crate) struct Supervisor {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    /// A fault reported on a generation, not yet handled.
+    fault: Option<(u64, Option<RvError>)>,
+    /// A caller wants a connection attempt now.
+    kick: bool,
+    stop: bool,
+    /// The supervisor thread has ended.
+    stopped: bool,
+    /// Connection attempts finished (successful or not).
+    attempts: u64,
+    /// Why the last attempt failed, or why the token went down.
+    last_error: Option<TokenError>,
+    /// Generations taken down whose calls and sessions have not all ended yet: nothing is
+    /// (re)initialized while one is left.
+    draining: Vec<Arc<Connection>>,
+}
+
+impl Supervisor {
+    pub(crate) fn new() -> Supervisor {
+        Supervisor {
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A call on generation `generation` met a token fault: the generation goes down now (so
+    /// health and new requests see it at once) and the supervisor reconnects.
+    pub(crate) fn report(&self, core: &Core, generation: u64, rv: Option<RvError>) {
+        core.take_down(generation);
+        let mut state = self.lock();
+        if state.fault.is_none() {
+            state.fault = Some((generation, rv));
+        }
+        drop(state);
+        self.changed.notify_all();
+    }
+
+    /// Why the token cannot be used now.
+    pub(crate) fn down_error(&self) -> TokenError {
+        match &self.lock().last_error {
+            Some(e) => e.duplicate(),
+            None => TokenError::Down {
+                reason: "it is reconnecting".into(),
+                kind: ErrorKind::Unavailable,
+            },
+        }
+    }
+
+    /// For callers outside the workers: asks for a connection attempt now and waits, up to
+    /// `bound`, for the token to be up or for that attempt to fail.
+    pub(crate) fn wait_up(
+        &self,
+        core: &Core,
+        bound: Duration,
+    ) -> Result<Arc<Connection>, TokenError> {
+        let deadline = Instant::now() + bound;
+        let mut state = self.lock();
+        let seen = state.attempts;
+        state.kick = true;
+        self.changed.notify_all();
+        loop {
+            if let Some(conn) = core.current() {
+                return Ok(conn);
+            }
+            if state.attempts > seen || state.stopped {
+                break;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            state = self
+                .changed
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        drop(state);
+        core.current().ok_or_else(|| self.down_error())
+    }
+
+    /// Waits up to `timeout` for a report, a kick or a stop.
+    fn wait_event(&self, timeout: Duration) -> Event {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.lock();
+        loop {
+            if state.stop {
+                return Event::Stop;
+            }
+            if let Some(fault) = state.fault.take() {
+                return Event::Fault(fault.0, fault.1);
+            }
+            if std::mem::take(&mut state.kick) {
+                return Event::Kick;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Event::Timeout;
+            }
+            state = self
+                .changed
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    fn finish_attempt(&self, error: Option<TokenError>) {
+        let mut state = self.lock();
+        state.attempts += 1;
+        state.last_error = error;
+        drop(state);
+        self.changed.notify_all();
+    }
+
+    /// Generation `conn` was taken down: it must drain before the next connection.
+    pub(crate) fn drain(&self, conn: Arc<Connection>) {
+        self.lock().draining.push(conn);
+    }
+
+    /// Calls and sessions still open on generations taken down; `(0, 0)` when none is left.
+    fn undrained(&self) -> (usize, usize) {
+        let mut state = self.lock();
+        state.draining.retain(|c| !c.drained());
+        state
+            .draining
+            .iter()
+            .map(|c| c.in_flight())
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+    }
+
+    fn went_down(&self, why: TokenError) {
+        self.lock().last_error = Some(why);
+        self.changed.notify_all();
+    }
+}
+
+enum Event {
+    Stop,
+    Fault(u64, Option<RvError>),
+    Kick,
+    Timeout,
+}
+
+/// The running supervisor thread.
+pub(crate) struct SupervisorHandle {
+    core: Arc<Core>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SupervisorHandle {
+    /// Stops the supervisor; `false` when it did not end within a while (stuck in a module
+    /// call), and then it is left to process exit.
+    pub(crate) fn stop(mut self) -> bool {
+        self.stop_and_wait()
+    }
+
+    fn stop_and_wait(&mut self) -> bool {
+        self.signal_stop();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            if self.thread.as_ref().is_none_or(JoinHandle::is_finished) {
+                if let Some(thread) = self.thread.take() {
+                    let _ = thread.join();
+                }
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
+
+    fn signal_stop(&self) {
+        self.core.supervisor.lock().stop = true;
+        self.core.supervisor.changed.notify_all();
+    }
+}
+
+impl Drop for SupervisorHandle {
+    fn drop(&mut self) {
+        // Waited for (briefly: it may be inside a hung module call, then it ends at its next
+        // look), so a dropped token lets go of the module before the next one loads it.
+        self.stop_and_wait();
+    }
+}
+
+/// Starts the supervisor (and its prober) for `core`; it connects at once.
+pub(crate) fn start(core: Arc<Core>) -> std::io::Result<SupervisorHandle> {
+    let prober = Prober::start(Arc::downgrade(&core))?;
+    let thread = {
+        let core = Arc::clone(&core);
+        std::thread::Builder::new()
+            .name("token-supervisor".into())
+            .spawn(move || supervise(&core, prober))?
+    };
+    Ok(SupervisorHandle {
+        core,
+        thread: Some(thread),
+    })
+}
+
+fn supervise(core: &Arc<Core>, mut prober: Prober) {
+    let sup = &core.supervisor;
+    // The connect-time session: keeps the user logged in while workers come and go.
+    let mut anchor: Option<OwnedSession> = None;
+    let mut reinit = false;
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        if let Some(conn) = core.current() {
+            let down = match sup.wait_event(PROBE_INTERVAL) {
+                Event::Stop => break,
+                Event::Fault(generation, rv) if generation == conn.generation => Some((
+                    rv.is_some_and(|rv| fault_of(rv) == Fault::Token),
+                    TokenError::Down {
+                        reason: format!("a call failed with {}", rv_text(rv)),
+                        kind: ErrorKind::Unavailable,
+                    },
+                )),
+                Event::Fault(..) | Event::Kick => None,
+                Event::Timeout => match prober.probe(&conn, PROBE_TIMEOUT) {
+                    Probe::Answered(Ok(())) => None,
+                    Probe::Answered(Err(call)) => {
+                        let reinit = call.fault() == Fault::Token;
+                        Some((reinit, call.into_token_error()))
+                    }
+                    Probe::Hung => Some((
+                        false,
+                        TokenError::Down {
+                            reason: format!(
+                                "it did not answer C_GetTokenInfo within {PROBE_TIMEOUT:?}"
+                            ),
+                            kind: ErrorKind::Unavailable,
+                        },
+                    )),
+                },
+            };
+            if let Some((needs_reinit, why)) = down {
+                tracing::warn!(
+                    generation = conn.generation,
+                    reason = %why,
+                    "token down; reconnecting in the background"
+                );
+                core.take_down(conn.generation);
+                sup.went_down(why);
+                reinit |= needs_reinit;
+                drop(conn);
+                anchor = None;
+                backoff = MIN_BACKOFF;
+            }
+            continue;
+        }
+        // Down (or never connected).
+        drop(anchor.take());
+        let (calls, sessions) = sup.undrained();
+        if calls + sessions > 0 || prober.busy() {
+            core.log.event(
+                "drain",
+                format_args!(
+                    "waiting for {calls} calls and {sessions} sessions on the old connection to end before reconnecting (a hung token holds them; the module is not re-initialized under them)"
+                ),
+            );
+            if matches!(sup.wait_event(DRAIN_POLL), Event::Stop) {
+                break;
+            }
+            continue;
+        }
+        match connect(core, reinit) {
+            Ok((conn, session)) => {
+                let generation = conn.generation;
+                anchor = Some(session);
+                if generation > 1 {
+                    core.reconnects
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                tracing::info!(
+                    token = %conn.description.label,
+                    slot = conn.description.slot,
+                    module = %core.module_path,
+                    generation,
+                    "connected to the token"
+                );
+                core.install(conn);
+                sup.finish_attempt(None);
+                reinit = false;
+                backoff = MIN_BACKOFF;
+            }
+            Err(e) => {
+                core.log
+                    .event("connect", format_args!("token still unavailable: {e}"));
+                // A token that is not seen again, or a module in error, often only comes back
+                // through C_Finalize/C_Initialize (SoftHSM, p11-kit-client after its server
+                // restarted): the next attempt re-initializes.
+                reinit = e.kind() == ErrorKind::Unavailable;
+                sup.finish_attempt(Some(e));
+                let waited_from = Instant::now();
+                match sup.wait_event(backoff) {
+                    Event::Stop => break,
+                    // A kick asks for an attempt now, but not more often than MIN_BACKOFF.
+                    Event::Kick => {
+                        let spent = waited_from.elapsed();
+                        if spent < MIN_BACKOFF {
+                            std::thread::sleep(MIN_BACKOFF - spent);
+                        }
+                    }
+                    _ => backoff = (backoff * 2).min(MAX_BACKOFF),
+                }
+            }
+        }
+    }
+    drop(anchor);
+    let mut state = sup.lock();
+    state.stopped = true;
+    drop(state);
+    sup.changed.notify_all();
+}
+
+fn rv_text(rv: Option<RvError>) -> String {
+    rv.map_or_else(|| "an error".into(), |rv| format!("{rv:?}"))
+}
+
+/// One connection attempt: re-initialize the module first when `reinit` (nothing of the old
+/// generation is left, so nothing can be inside the module), find the slot, open a session and
+/// log in.
+fn connect(core: &Core, reinit: bool) -> Result<(Arc<Connection>, OwnedSession), TokenError> {
+    if reinit {
+        reinitialize(core)?;
+    }
+    let (slot, description) = core.find_slot()?;
+    let generation = core
+        .generation
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        + 1;
+    let conn = Arc::new(Connection::new(generation, slot, description));
+    let session = {
+        let _entered = conn
+            .enter()
+            .ok_or_else(|| TokenError::Cryptoki("connection condemned while opening".into()))?;
+        core.open_session(&conn)?
+    };
+    Ok((conn, session))
+}
+
+fn reinitialize(core: &Core) -> Result<(), TokenError> {
+    // Counted in the stats; the failed attempts around it are logged, rate-limited.
+    tracing::debug!(module = %core.module_path, "re-initializing the PKCS#11 module (C_Finalize, C_Initialize)");
+    core.reinitializations
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if let Err(e) = core.module.clone().finalize() {
+        tracing::debug!(error = %e, "C_Finalize before re-initialization");
+    }
+    core.write_keys().clear();
+    match core
+        .module
+        .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+    {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(()),
+        Err(e) => Err(CallError::from(e).into_token_error()),
+    }
+}
+
+/// The prober: a thread of its own, so the supervisor can give up on a probe that hangs (and
+/// mark the token down) while the probe stays stuck in the module.
+struct Prober {
+    requests: mpsc::Sender<Arc<Connection>>,
+    answers: mpsc::Receiver<Result<(), CallError>>,
+    outstanding: bool,
+}
+
+enum Probe {
+    Answered(Result<(), CallError>),
+    Hung,
+}
+
+impl Prober {
+    fn start(core: std::sync::Weak<Core>) -> std::io::Result<Prober> {
+        let (requests, jobs) = mpsc::channel::<Arc<Connection>>();
+        let (answer, answers) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("token-prober".into())
+            .spawn(move || {
+                for conn in jobs {
+                    let Some(core) = core.upgrade() else { break };
+                    let result = match conn.enter() {
+                        Some(_entered) => core.present(&conn),
+                        None => Ok(()),
+                    };
+                    drop(conn);
+                    if answer.send(result).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        Ok(Prober {
+            requests,
+            answers,
+            outstanding: false,
+        })
+    }
+
+    /// Whether a probe is still inside the module (a hung token).
+    fn busy(&mut self) -> bool {
+        if self.outstanding && self.answers.try_recv().is_ok() {
+            self.outstanding = false;
+        }
+        self.outstanding
+    }
+
+    fn probe(&mut self, conn: &Arc<Connection>, timeout: Duration) -> Probe {
+        if self.busy() {
+            return Probe::Hung;
+        }
+        if self.requests.send(Arc::clone(conn)).is_err() {
+            return Probe::Hung;
+        }
+        self.outstanding = true;
+        match self.answers.recv_timeout(timeout) {
+            Ok(result) => {
+                self.outstanding = false;
+                Probe::Answered(result)
+            }
+            Err(_) => Probe::Hung,
+        }
+    }
+}
