@@ -20,6 +20,7 @@ mod security_policy;
 mod shim_e2e;
 mod systemd_unit;
 mod thread_bound;
+mod token_faults;
 mod trust_pinning;
 mod trust_pinning_doc;
 mod wire;

@@ -159,6 +159,118 @@ async fn a_key_made_through_one_signerd_is_found_by_another_on_the_remote_token(
     drop(r.dir);
 }
 
+/// Threads and resident memory of a process, from `/proc/<pid>/status`.
+fn threads_and_rss_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in /proc/{pid}/status"))
+    };
+    (field("Threads:"), field("VmRSS:"))
+}
+
+/// Issue 11, acceptance 2: the remote HSM hangs (SIGSTOP to the server and its
+/// `p11-kit-remote`) under 32 requests in flight: a new Sign fails UNAVAILABLE within the bound,
+/// health says NOT_SERVING, nothing piles up; SIGCONT and signing resumes. Then it dies
+/// (SIGKILL) and a new server comes up on the same socket: signing resumes, no restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signerd_rides_through_a_remote_hsm_that_hangs_and_one_that_dies() {
+    use crate::token_faults::{health, Load, BACK_WITHIN, PATIENCE};
+    use signerd_proto::health::health_check_response::ServingStatus;
+
+    let mut r = remote("remote-faults", 1);
+    let mut c = r.signerds[0].clients().await;
+    let (id, public) = create_ecdsa(&mut c, "example.com/faults").await;
+    r.server.wait_for_remotes(1, REMOTE_TIMEOUT).unwrap();
+    let load = Load::start(&c, &id);
+    load.wait_ok(50, PATIENCE, "before the hang").await;
+    let pid = r.signerds[0].process().id();
+    let (threads_before, rss_before) = threads_and_rss_kib(pid);
+
+    // The HSM hangs.
+    let frozen_at = std::time::Instant::now();
+    r.server.freeze().unwrap();
+    for p in r.server.remotes().unwrap() {
+        wait_state(&p, "stopped", |s| s == Some('T')).await;
+    }
+    loop {
+        if health(&mut c).await == ServingStatus::NotServing {
+            break;
+        }
+        assert!(
+            frozen_at.elapsed() < PATIENCE,
+            "health still SERVING with the HSM stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let not_serving_after = frozen_at.elapsed();
+    let asked = std::time::Instant::now();
+    let refused = c
+        .signer
+        .sign(SignatureRequest {
+            key_id: Some(KeyId { id: id.clone() }),
+            content: b"while hung".to_vec(),
+        })
+        .await
+        .expect_err("no signature from a hung HSM");
+    let refused_after = asked.elapsed();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    // Let the load pile against the hung HSM for a while: nothing may grow with it.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (threads_hung, rss_hung) = threads_and_rss_kib(pid);
+    eprintln!(
+        "hung: health NOT_SERVING after {not_serving_after:?}, a new Sign refused after {refused_after:?}; threads {threads_before} -> {threads_hung}, RSS {rss_before} -> {rss_hung} KiB"
+    );
+    assert!(
+        threads_hung <= threads_before + 2,
+        "threads {threads_before} -> {threads_hung}"
+    );
+    assert!(
+        rss_hung <= rss_before + rss_before / 2,
+        "RSS {rss_before} -> {rss_hung} KiB"
+    );
+
+    // It answers again.
+    r.server.thaw().unwrap();
+    load.wait_ok(50, PATIENCE, "after SIGCONT").await;
+    sign_and_verify(&mut c, &id, &public, b"after SIGCONT").await;
+
+    // It dies, and a new one comes up on the same socket.
+    r.server.kill_all().unwrap();
+    let seen = load.unavailable();
+    let killed_at = std::time::Instant::now();
+    while load.unavailable() == seen {
+        assert!(
+            killed_at.elapsed() < PATIENCE,
+            "no request noticed the dead HSM"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    r.server.restart().unwrap();
+    let back = load
+        .wait_ok(1, BACK_WITHIN, "after the new server started")
+        .await;
+    let codes = load.finish().await;
+    eprintln!("dead: signing back {back:?} after the new server; errors {codes:?}");
+    let wrong: Vec<_> = codes
+        .keys()
+        .filter(|k| !k.starts_with("Unavailable"))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "only UNAVAILABLE through the faults: {codes:?}"
+    );
+    sign_and_verify(&mut c, &id, &public, b"after the new server").await;
+    r.signerds[0]
+        .process()
+        .ensure_running()
+        .expect("signerd was not restarted and did not crash");
+}
+
 /// The harness's handle on the remote HSM: stopping and continuing reaches the server and every
 /// `p11-kit-remote`, and a killed server with its children leaves nothing running; a new
 /// server on the same socket serves the same token. (How signerd rides through these faults
