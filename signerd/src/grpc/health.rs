@@ -54,10 +54,19 @@ impl TokenHealth {
 }
 
 impl TokenHealth {
+    /// The status now, for `Watch`: logged only when it changes (by the caller).
+    fn quiet_status(&self, up: bool) -> ServingStatus {
+        if self.audit.health().is_ok() && up {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        }
+    }
+
     /// The status now: the audit sink's state and the supervisor's.
     fn status(&self, service: &str, up: bool) -> ServingStatus {
         if let Err(reason) = self.audit.health() {
-            tracing::debug!(service, %reason, "health: NOT_SERVING: the audit trail cannot be written; key operations are refused");
+            tracing::warn!(service, %reason, "health: NOT_SERVING: the audit trail cannot be written; key operations are refused");
             return ServingStatus::NotServing;
         }
         if up {
@@ -120,8 +129,11 @@ impl Health for TokenHealth {
             let mut audit = tokio::time::interval(AUDIT_POLL);
             loop {
                 let up = *serving.borrow_and_update();
-                let status = health.status(&service, up);
+                let status = health.quiet_status(up);
                 if last != Some(status) {
+                    if last.is_some() {
+                        tracing::info!(service, ?status, "health: status changed");
+                    }
                     last = Some(status);
                     let item = HealthCheckResponse {
                         status: status as i32,

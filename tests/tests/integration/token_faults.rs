@@ -147,11 +147,10 @@ impl Load {
         let start = Instant::now();
         let target = self.ok.load(Ordering::Relaxed) + more;
         while self.ok.load(Ordering::Relaxed) < target {
-            assert!(
-                start.elapsed() < within,
-                "{what}: no signatures within {within:?}; errors {:?}",
-                self.codes.lock().unwrap()
-            );
+            if start.elapsed() >= within {
+                let codes = self.codes.lock().unwrap().clone();
+                panic!("{what}: no signatures within {within:?}; errors {codes:?}");
+            }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         start.elapsed()
