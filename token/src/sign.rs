@@ -164,6 +164,9 @@ impl Token {
             }
         })?;
         if let Err(e) = session.login(UserType::ContextSpecific, Some(&pin)) {
+            // End the signing operation, so the pooled session can sign again: a C_SignFinal
+            // that fails (as it does without the login) always ends it.
+            let _ = session.sign_final();
             let call = CallError::from(e);
             return Err(match call.rv {
                 Some(RvError::PinIncorrect) => OpError::Final(TokenError::PinIncorrect {

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use clap::Args;
 use serde_json::json;
 use signerd_token::gc::{PendingAction, PendingObject, PENDING_GRACE};
-use signerd_token::{PinSource, Token, TokenConfig};
+use signerd_token::{ErrorKind, PinSource, Token, TokenConfig};
 
 use super::output::{print_json, table};
 use super::{CliError, Exit};
@@ -61,7 +61,13 @@ pub fn run(args: GcArgs) -> Result<(), CliError> {
         token.collect_pending(grace)
     };
     token.close();
-    let objects = result.map_err(|e| CliError::new(Exit::Failed, e.to_string()))?;
+    let objects = result.map_err(|e| {
+        let exit = match e.kind() {
+            ErrorKind::Unavailable => Exit::Unreachable,
+            _ => Exit::Failed,
+        };
+        CliError::new(exit, e.to_string())
+    })?;
     if args.json {
         print_json(&json!({
             "dry_run": args.dry_run,
