@@ -48,11 +48,16 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "==> cargo clippy of the fuzz targets (not a workspace member; run them with cargo +nightly fuzz, docs/fuzzing.md)"
 # The workspace's target dir, versions and profile: the dependencies checked above are reused.
 cargo clippy --manifest-path fuzz/Cargo.toml --target-dir target --bins -- -D warnings
+target_dir="${CARGO_TARGET_DIR:-target}"
+case "$target_dir" in /*) ;; *) target_dir="$PWD/$target_dir" ;; esac
+echo "==> cargo build -p signerd --features fault-injection (the crash tests' signerd, kept as signerd-fault-injection)"
+# Before the workspace build, which puts the normal signerd back in place.
+cargo build -p signerd --features fault-injection
+cp --remove-destination "$target_dir/debug/signerd" "$target_dir/debug/signerd-fault-injection"
+export SIGNERD_FAULT_BIN="$target_dir/debug/signerd-fault-injection"
 echo "==> cargo build (the binaries and the PKCS#11 shim library the integration tests load)"
 cargo build --workspace
 # Tests never build: they run exactly these files (tests/src/artifacts.rs).
-target_dir="${CARGO_TARGET_DIR:-target}"
-case "$target_dir" in /*) ;; *) target_dir="$PWD/$target_dir" ;; esac
 export SIGNERD_BIN="$target_dir/debug/signerd"
 export PKCS11_SHIM_SO="$target_dir/debug/libpkcs11_shim.so"
 echo "==> cargo nextest run (SIGNERD_BIN=$SIGNERD_BIN PKCS11_SHIM_SO=$PKCS11_SHIM_SO)"

@@ -55,7 +55,11 @@ fn serve(args: &ServeArgs) -> Result<(), StartupError> {
     let admin = bootstrap.admin_plan();
     let token = Arc::new(Token::open(bootstrap.token().clone()).map_err(StartupError::Token)?);
     match token.connect() {
-        Ok(d) => tracing::info!(token = %d.label, slot = d.slot, serial = %d.serial, "token ready"),
+        Ok(d) => {
+            tracing::info!(token = %d.label, slot = d.slot, serial = %d.serial, "token ready");
+            // Key pairs a killed signerd left half-made (signerd_token::gc).
+            token.spawn_pending_collection();
+        }
         // Keep running: health says NOT_SERVING and requests say why until the token is back.
         Err(e) => tracing::error!(error = %e, "token not usable yet; serving errors until it is"),
     }

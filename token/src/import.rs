@@ -44,6 +44,7 @@ impl Token {
         &self,
         import: PrivateKeyImport,
     ) -> Result<(TokenObject, TokenObject), TokenError> {
+        crate::gc::check_label(&import.label)?;
         let mut material = KeyMaterial::from_pkcs8(&import.pkcs8_der)?;
         drop(import.pkcs8_der);
         if let Some(expected) = import.expected {

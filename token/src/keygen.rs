@@ -3,6 +3,7 @@
 //! in the token, its private half sensitive and never extractable.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, ObjectHandle};
@@ -13,6 +14,7 @@ use crate::connection::{CachedKey, Connection, Token};
 use crate::date::today;
 use crate::encoding::read_public_key;
 use crate::error::{refused_input, Attempt, OpError, TokenError};
+use crate::gc::{check_label, pending_label};
 use crate::key::{KeyAlgorithm, KeyId, KeyInfo, KeyUsage};
 use crate::objects::{describe, TokenObject};
 
@@ -77,12 +79,14 @@ impl Token {
         &self,
         spec: &KeySpec,
     ) -> Result<(TokenObject, TokenObject), TokenError> {
-        if let KeyNaming::Fixed { id, .. } = &spec.naming {
-            if id.is_empty() {
+        match &spec.naming {
+            KeyNaming::Fixed { id, .. } if id.is_empty() => {
                 return Err(TokenError::InvalidRequest(
                     "a key pair needs a non-empty CKA_ID (or none, for the TUF key ID)".into(),
                 ));
             }
+            KeyNaming::Fixed { label, .. } | KeyNaming::TufId { label } => check_label(label)?,
+            KeyNaming::Tuf(_) => {}
         }
         if let Some(bits) = spec.rsa_bits {
             check_rsa_bits(bits)?;
@@ -129,30 +133,36 @@ impl Token {
     }
 
     /// Generates a key pair in the token (private half sign-only, sensitive and not
-    /// extractable, public half verify-only and dated today), named as `spec` says: every key signerd makes goes through here.
+    /// extractable, public half verify-only and dated today), named as `spec` says: every key
+    /// signerd makes goes through here.
+    ///
+    /// A pair named by its TUF key ID is made in the steps `gc` describes, so that no lookup
+    /// sees it before it is whole and a crash leaves only objects the collector recognizes.
     pub(crate) fn generate_pair(
         &self,
         session: &Session,
         spec: &KeySpec,
     ) -> Attempt<GeneratedPair> {
         // A TUF key ID is a hash of the public key, known only after generation: generate under
-        // a random placeholder ID, then set the real CKA_ID and label on both halves.
-        let (first_id, first_label) = match &spec.naming {
-            KeyNaming::Tuf(usage) => (
+        // a random placeholder ID and the pending label, then name both halves.
+        let final_label = match &spec.naming {
+            KeyNaming::Tuf(usage) => Some(usage.label()),
+            KeyNaming::TufId { label } => Some(label.clone()),
+            KeyNaming::Fixed { .. } => None,
+        };
+        let (first_id, first_label) = match (&spec.naming, &final_label) {
+            (KeyNaming::Fixed { id, label }, _) => (id.clone(), label.clone()),
+            (_, label) => (
                 session.generate_random_vec(16)?,
-                format!("pending@{}", usage.gun).into_bytes(),
+                pending_label(SystemTime::now(), label.as_deref().unwrap_or_default()),
             ),
-            KeyNaming::TufId { label } => {
-                (session.generate_random_vec(16)?, label.clone().into_bytes())
-            }
-            KeyNaming::Fixed { id, label } => (id.clone(), label.clone().into_bytes()),
         };
         let common = |private: bool| {
             vec![
                 Attribute::Token(true),
                 Attribute::Private(private),
                 Attribute::Id(first_id.clone()),
-                Attribute::Label(first_label.clone()),
+                Attribute::Label(first_label.clone().into_bytes()),
             ]
         };
         let mut public = common(false);
@@ -181,21 +191,20 @@ impl Token {
             }
         };
         let (pub_handle, priv_handle) = session.generate_key_pair(&mechanism, &public, &private)?;
+        fault::point("generated");
         let named = (|| -> Attempt<(Vec<u8>, KeyId)> {
             let public_key = read_public_key(session, pub_handle, algorithm)?;
             let id = KeyId::of_public_key(algorithm, &public_key);
-            let final_label = match &spec.naming {
-                KeyNaming::Tuf(usage) => Some(usage.label()),
-                KeyNaming::TufId { label } => Some(label.clone()),
-                KeyNaming::Fixed { .. } => None,
-            };
             if let Some(label) = final_label {
-                let final_attrs = [
-                    Attribute::Id(id.as_bytes().to_vec()),
-                    Attribute::Label(label.into_bytes()),
-                ];
-                session.update_attributes(pub_handle, &final_attrs)?;
-                session.update_attributes(priv_handle, &final_attrs)?;
+                let id = Attribute::Id(id.as_bytes().to_vec());
+                let label = Attribute::Label(label.into_bytes());
+                // The private half is named last but one: once it has its CKA_ID the key is
+                // whole, and a public half still labelled pending is only completed.
+                session.update_attributes(pub_handle, std::slice::from_ref(&id))?;
+                fault::point("public-id");
+                session.update_attributes(priv_handle, &[id, label.clone()])?;
+                fault::point("private-named");
+                session.update_attributes(pub_handle, &[label])?;
             }
             Ok((public_key, id))
         })();
@@ -207,13 +216,50 @@ impl Token {
                 tuf_id,
             }),
             Err(e) => {
-                // Leave no half-made key behind.
+                // Leave no half-made key behind; what cannot be destroyed now (the token went
+                // away) keeps its pending label and is collected at the next start.
                 let _ = session.destroy_object(pub_handle);
                 let _ = session.destroy_object(priv_handle);
                 Err(e)
             }
         }
     }
+}
+
+/// Pause points between the steps of making a key pair, for the crash tests: only in builds
+/// with the `fault-injection` feature, never in a release.
+#[cfg(feature = "fault-injection")]
+mod fault {
+    /// Names the point to stop at (`generated`, `public-id`, `private-named`).
+    const PAUSE_ENV: &str = "SIGNERD_FAULT_PAUSE";
+    /// A file written when the point is reached, so a test knows when to kill signerd.
+    const MARKER_ENV: &str = "SIGNERD_FAULT_MARKER";
+
+    /// Stops this thread for good at `point` when `SIGNERD_FAULT_PAUSE` names it.
+    pub(super) fn point(point: &str) {
+        if std::env::var(PAUSE_ENV).ok().as_deref() != Some(point) {
+            return;
+        }
+        if let Some(marker) = std::env::var_os(MARKER_ENV) {
+            if let Err(e) = std::fs::write(&marker, point) {
+                tracing::error!(error = %e, "fault injection: cannot write the pause marker");
+            }
+        }
+        tracing::warn!(
+            point,
+            "fault injection: key generation paused until signerd is killed"
+        );
+        loop {
+            std::thread::park();
+        }
+    }
+}
+
+#[cfg(not(feature = "fault-injection"))]
+mod fault {
+    /// No pause points in a normal build.
+    #[inline(always)]
+    pub(super) fn point(_point: &str) {}
 }
 
 /// The usage attributes of every private key signerd makes or imports: it signs and does

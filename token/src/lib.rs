@@ -20,6 +20,7 @@ mod connection;
 mod date;
 mod encoding;
 pub mod error;
+pub mod gc;
 mod import;
 pub mod key;
 mod keygen;

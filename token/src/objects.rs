@@ -14,6 +14,7 @@ use crate::connection::{Connection, Token, TokenDescription};
 use crate::date::date_text;
 use crate::encoding::{key_algorithm, read_public_key};
 use crate::error::{Attempt, OpError, TokenError};
+use crate::gc::is_pending_label;
 use crate::key::{public_key_from_spki, spki_from_public_key, KeyAlgorithm, KeyId, KeyUsage};
 use crate::uri::ObjectUri;
 
@@ -167,6 +168,9 @@ impl Token {
                 let Some(object) = describe(conn, session, handle)? else {
                     continue;
                 };
+                if is_half_made(&object) {
+                    continue;
+                }
                 if matches_filter(&object, filter) {
                     found.push(object);
                 }
@@ -218,6 +222,16 @@ pub(crate) fn find_one(session: &Session, reference: &ObjectRef) -> Attempt<Obje
                 reference.describe()
             )))
         })
+}
+
+/// A key object of a pair still being made (or left half-made by a crash): never shown, so
+/// no admin client or PKCS#11 application picks it up (see `gc`).
+fn is_half_made(o: &TokenObject) -> bool {
+    o.reference.kind != ObjectKind::Certificate
+        && o.reference
+            .label
+            .as_deref()
+            .is_some_and(|l| is_pending_label(l.as_bytes()))
 }
 
 fn matches_filter(o: &TokenObject, f: &ObjectFilter) -> bool {

@@ -5,11 +5,12 @@
 
 use std::borrow::Cow;
 
+use cryptoki::error::RvError;
 use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
-use cryptoki::object::{Attribute, AttributeType};
-use cryptoki::session::Session;
+use cryptoki::object::{Attribute, AttributeType, ObjectHandle};
+use cryptoki::session::{Session, UserType};
 use sha2::{Digest, Sha256};
 use signerd_vocab::{KeyType, PssParams, SignMechanism};
 
@@ -36,7 +37,13 @@ impl Token {
                 content
             };
             let (mechanism, input) = prepare(notary.raw(), message)?;
-            let signature = self.sign_raw(session, &mechanism, &key, &input)?;
+            let signature = match self.sign_raw(session, &mechanism, &key, &input) {
+                Err(OpError::Call(call)) if wants_login_per_signature(&call) => {
+                    // Notary's mechanism with its hash, fed the content, can be run in parts.
+                    self.sign_reauthenticated(session, key.private, notary, content, call)?
+                }
+                signed => signed?,
+            };
             let bytes = match algorithm {
                 KeyAlgorithm::Ecdsa => {
                     encoding::ecdsa_raw_signature(signature).map_err(|reason| {
@@ -91,9 +98,89 @@ impl Token {
                 ))));
             }
             check_input(mechanism, &input, modulus_len).map_err(OpError::Final)?;
-            Ok(session.sign(&cryptoki_mech, handle, &input)?)
+            match session.sign(&cryptoki_mech, handle, &input) {
+                Err(e) => match CallError::from(e) {
+                    call if wants_login_per_signature(&call) => {
+                        self.sign_reauthenticated(session, handle, mechanism, data, call)
+                    }
+                    call => Err(OpError::Call(call)),
+                },
+                Ok(signature) => Ok(signature),
+            }
         })
         .map_err(refused_input)
+    }
+
+    /// Signs with a key marked `CKA_ALWAYS_AUTHENTICATE` (a YubiKey's PIV slot 9c): the user
+    /// PIN again (`C_Login(CKU_CONTEXT_SPECIFIC)`) between `C_SignInit` and the signature.
+    ///
+    /// `refused` is the plain signature's `CKR_USER_NOT_LOGGED_IN`, returned as it was when
+    /// the key is not so marked. The cryptoki crate offers no single-part `C_Sign` after a
+    /// separate `C_SignInit`, so the signature is made in parts, with the mechanism that hashes
+    /// `data` itself; a mechanism that cannot run in parts is refused with what to use.
+    fn sign_reauthenticated(
+        &self,
+        session: &Session,
+        key: ObjectHandle,
+        mechanism: SignMechanism,
+        data: &[u8],
+        refused: CallError,
+    ) -> Attempt<Vec<u8>> {
+        let always = session
+            .get_attributes(key, &[AttributeType::AlwaysAuthenticate])?
+            .into_iter()
+            .any(|a| matches!(a, Attribute::AlwaysAuthenticate(true)));
+        if !always {
+            return Err(OpError::Call(refused));
+        }
+        let Some(in_parts) = multi_part(mechanism)? else {
+            return Err(OpError::Final(TokenError::InvalidRequest(format!(
+                "the key asks for the PIN before each signature (CKA_ALWAYS_AUTHENTICATE), \
+                 which signerd gives only to mechanisms that hash the data themselves; {} does \
+                 not (use CKM_ECDSA_SHA256, CKM_SHA256_RSA_PKCS or CKM_SHA256_RSA_PKCS_PSS, or \
+                 a key without CKA_ALWAYS_AUTHENTICATE)",
+                mechanism.name()
+            ))));
+        };
+        let source = self
+            .config
+            .pin
+            .as_ref()
+            .or(self.config.uri.pin_source.as_ref())
+            .ok_or(TokenError::NoPinSource)?;
+        let pin = source.read().map_err(TokenError::from)?;
+        session.sign_init(&in_parts, key).map_err(|e| {
+            let call = CallError::from(e);
+            match call.rv {
+                Some(RvError::MechanismInvalid) => {
+                    OpError::Final(TokenError::InvalidRequest(format!(
+                        "the key asks for the PIN before each signature \
+                         (CKA_ALWAYS_AUTHENTICATE), so signerd signs with {} in parts, which \
+                         this token does not offer; use a key without CKA_ALWAYS_AUTHENTICATE",
+                        mechanism.name()
+                    )))
+                }
+                _ => OpError::Call(call),
+            }
+        })?;
+        if let Err(e) = session.login(UserType::ContextSpecific, Some(&pin)) {
+            // End the signing operation, so the pooled session can sign again: a C_SignFinal
+            // that fails (as it does without the login) always ends it.
+            let _ = session.sign_final();
+            let call = CallError::from(e);
+            return Err(match call.rv {
+                Some(RvError::PinIncorrect) => OpError::Final(TokenError::PinIncorrect {
+                    source_desc: source.describe(),
+                }),
+                Some(RvError::PinLocked) => OpError::Final(TokenError::PinLocked {
+                    state: "locked",
+                    source_desc: source.describe(),
+                }),
+                _ => OpError::Call(call),
+            });
+        }
+        session.sign_update(data)?;
+        Ok(session.sign_final()?)
     }
 
     /// Signs with a cached key's handle; a stale handle drops the key from the cache.
@@ -114,6 +201,27 @@ impl Token {
             OpError::Call(call)
         })
     }
+}
+
+/// Whether a failed signature is the token asking for the PIN again: `C_Sign` (not the login
+/// of the session, which `C_SignInit` would have reported) answering `CKR_USER_NOT_LOGGED_IN`.
+fn wants_login_per_signature(call: &CallError) -> bool {
+    call.rv == Some(RvError::UserNotLoggedIn) && call.call == "C_Sign"
+}
+
+/// The cryptoki mechanism that hashes the data itself and so runs in parts, for mechanisms
+/// that have one: `None` for the raw ones (`CKM_ECDSA`, `CKM_EDDSA`, `CKM_RSA_PKCS`,
+/// `CKM_RSA_PKCS_PSS`), which sign a digest in one call.
+fn multi_part(mechanism: SignMechanism) -> Result<Option<Mechanism<'static>>, TokenError> {
+    Ok(match mechanism {
+        SignMechanism::EcdsaSha256 => Some(Mechanism::EcdsaSha256),
+        SignMechanism::Sha256RsaPkcs => Some(Mechanism::Sha256RsaPkcs),
+        SignMechanism::Sha256RsaPkcsPss(p) => Some(Mechanism::Sha256RsaPkcsPss(pss_params(&p)?)),
+        SignMechanism::Ecdsa
+        | SignMechanism::Eddsa
+        | SignMechanism::RsaPkcs
+        | SignMechanism::RsaPkcsPss(_) => None,
+    })
 }
 
 /// The cryptoki mechanism and the bytes to hand the token. `CKM_ECDSA_SHA256` is hashed here

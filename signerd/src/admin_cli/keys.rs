@@ -55,6 +55,12 @@ pub enum KeyVerb {
         #[arg(long)]
         json: bool,
     },
+    /// List (--dry-run) and remove key objects an interrupted key generation left half-made.
+    ///
+    /// Opens the token itself from signerd's config (--config, --token, or the dev token), not
+    /// through the admin API. Objects younger than --grace are kept: a replica may be naming
+    /// them. Exit codes: 0 done, 1 the token failed, 2 bad config, 5 the token is unreachable.
+    Gc(super::gc::GcArgs),
     /// Delete a key (both halves) and its certificates from the token.
     Delete {
         /// The TUF key ID.
@@ -89,7 +95,8 @@ pub struct SignArgs {
 
 /// Runs a `key` verb.
 pub fn run(connect: &ConnectArgs, verb: KeyVerb) -> Result<(), CliError> {
-    let client = AdminClient::connect(connect)?;
+    // `gc` opens the token itself; the others go through the admin API.
+    let client = || AdminClient::connect(connect);
     match verb {
         KeyVerb::Generate {
             algorithm,
@@ -97,10 +104,11 @@ pub fn run(connect: &ConnectArgs, verb: KeyVerb) -> Result<(), CliError> {
             role,
             rsa_bits,
             json,
-        } => generate(&client, &algorithm, gun, role, rsa_bits, json),
-        KeyVerb::List { gun, role, json } => list(&client, gun, role, json),
-        KeyVerb::Show { id, json } => show(&client, &id, json),
-        KeyVerb::Delete { id, yes } => delete(&client, &id, yes),
+        } => generate(&client()?, &algorithm, gun, role, rsa_bits, json),
+        KeyVerb::List { gun, role, json } => list(&client()?, gun, role, json),
+        KeyVerb::Show { id, json } => show(&client()?, &id, json),
+        KeyVerb::Gc(args) => super::gc::run(args),
+        KeyVerb::Delete { id, yes } => delete(&client()?, &id, yes),
     }
 }
 

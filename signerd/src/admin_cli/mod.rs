@@ -7,6 +7,7 @@
 //! 5 signerd or its token unreachable.
 
 mod client;
+mod gc;
 mod keys;
 mod output;
 mod pki;
