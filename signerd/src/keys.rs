@@ -11,7 +11,10 @@ mod workers;
 
 use std::sync::Arc;
 
-use signerd_token::{KeyAlgorithm, KeyId, KeyInfo, KeyUsage, Signature, Token, TokenError};
+use signerd_token::{
+    KeyAlgorithm, KeyId, KeyInfo, KeyUsage, Signature, Token, TokenError, TokenStats,
+};
+use tokio::sync::watch;
 
 use crate::edge::error::KeyError;
 use crate::edge::policy::Operation;
@@ -24,6 +27,21 @@ pub use workers::QUEUE_PER_WORKER;
 pub struct KeyStore {
     token: Arc<Token>,
     workers: TokenWorkers,
+    serving: watch::Receiver<bool>,
+}
+
+/// The key store's state and counters, for metrics and `signerd status`: read without a token
+/// call.
+#[derive(Clone, Debug)]
+pub struct StoreStats {
+    /// The token layer's state and counters.
+    pub token: TokenStats,
+    /// Token worker threads.
+    pub workers: usize,
+    /// Requests waiting for a token worker now.
+    pub queue_depth: usize,
+    /// Requests that may wait before new ones are refused (RESOURCE_EXHAUSTED).
+    pub queue_capacity: usize,
 }
 
 impl KeyStore {
@@ -36,7 +54,31 @@ impl KeyStore {
             queue = workers.capacity(),
             "token workers started"
         );
-        Ok(KeyStore { token, workers })
+        let (state, serving) = watch::channel(token.is_up());
+        token.on_state_change(Box::new(move |up| {
+            state.send_replace(up);
+        }));
+        Ok(KeyStore {
+            token,
+            workers,
+            serving,
+        })
+    }
+
+    /// The token's state and the workers' load, read without a token call.
+    pub fn stats(&self) -> StoreStats {
+        StoreStats {
+            token: self.token.stats(),
+            workers: self.workers.count(),
+            queue_depth: self.workers.queue_depth(),
+            queue_capacity: self.workers.capacity(),
+        }
+    }
+
+    /// `true` while the token is up: connected and answering. Changes as the token goes away
+    /// and comes back (what health's `Watch` streams).
+    pub fn serving(&self) -> watch::Receiver<bool> {
+        self.serving.clone()
     }
 
     /// The token, for shutdown.

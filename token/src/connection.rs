@@ -8,7 +8,7 @@
 //! every key. This module imports none of the operation families; they build on it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
@@ -77,6 +77,28 @@ pub struct TokenDescription {
     pub slot: u64,
 }
 
+/// What the token layer is doing, for metrics and `signerd status`: read without a token call.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TokenStats {
+    /// The token is connected and answering (what health reports).
+    pub up: bool,
+    /// The connection generation: 0 before the first connect, one more on each reconnect.
+    pub generation: u64,
+    /// Connections made after the first one (each a recovery from a token fault).
+    pub reconnects: u64,
+    /// Logins made again on a live connection, after the token logged a session out.
+    pub relogins: u64,
+    /// Module re-initializations (`C_Finalize` + `C_Initialize`), the heaviest recovery.
+    pub reinitializations: u64,
+    /// Sessions open on the token now.
+    pub sessions_open: usize,
+    /// Sessions inside an operation now.
+    pub sessions_busy: usize,
+}
+
+/// Called with the token's new state (`true` = up) each time it changes.
+pub type StateListener = Box<dyn Fn(bool) + Send + Sync>;
+
 /// Keys in one PKCS#11 token. `Send + Sync`: share it in an `Arc`.
 pub struct Token {
     pub(crate) config: TokenConfig,
@@ -88,6 +110,11 @@ pub struct Token {
     rejected_pin: Mutex<Option<SecretString>>,
     generation: AtomicU64,
     last_reinit: Mutex<Option<Instant>>,
+    up: AtomicBool,
+    reconnects: AtomicU64,
+    relogins: AtomicU64,
+    reinitializations: AtomicU64,
+    listeners: Mutex<Vec<StateListener>>,
 }
 
 /// A found token slot and the sessions open on it.
@@ -142,6 +169,11 @@ impl Token {
             rejected_pin: Mutex::new(None),
             generation: AtomicU64::new(0),
             last_reinit: Mutex::new(None),
+            up: AtomicBool::new(false),
+            reconnects: AtomicU64::new(0),
+            relogins: AtomicU64::new(0),
+            reinitializations: AtomicU64::new(0),
+            listeners: Mutex::new(Vec::new()),
         })
     }
 
@@ -203,6 +235,50 @@ impl Token {
     /// Sessions open now.
     pub fn open_sessions(&self) -> usize {
         self.current().map(|c| c.pool.open_sessions()).unwrap_or(0)
+    }
+
+    /// The token layer's state and counters, read without a token call.
+    pub fn stats(&self) -> TokenStats {
+        let (sessions_open, sessions_busy) = self
+            .current()
+            .map(|c| (c.pool.open_sessions(), c.pool.busy_sessions()))
+            .unwrap_or((0, 0));
+        TokenStats {
+            up: self.up.load(Ordering::SeqCst),
+            generation: self.generation.load(Ordering::Relaxed),
+            reconnects: self.reconnects.load(Ordering::Relaxed),
+            relogins: self.relogins.load(Ordering::Relaxed),
+            reinitializations: self.reinitializations.load(Ordering::Relaxed),
+            sessions_open,
+            sessions_busy,
+        }
+    }
+
+    /// Whether the token is up now (connected and answering).
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::SeqCst)
+    }
+
+    /// Calls `listener` with the new state each time the token goes up or down (from the
+    /// thread that noticed: keep it short and non-blocking).
+    pub fn on_state_change(&self, listener: StateListener) {
+        self.listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(listener);
+    }
+
+    fn set_up(&self, up: bool) {
+        if self.up.swap(up, Ordering::SeqCst) != up {
+            for listener in self
+                .listeners
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+            {
+                listener(up);
+            }
+        }
     }
 
     /// Closes every session and finalizes the module. Sessions still checked out by running
@@ -277,6 +353,7 @@ impl Token {
                     tracing::debug!(error = %e, "C_Finalize before re-initialization");
                 }
                 self.write_keys().clear();
+                self.reinitializations.fetch_add(1, Ordering::Relaxed);
                 match self
                     .module
                     .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
@@ -288,8 +365,9 @@ impl Token {
             }
             Err(e) => return Err(e),
         };
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         let conn = Arc::new(Connection {
-            generation: self.generation.fetch_add(1, Ordering::Relaxed) + 1,
+            generation,
             slot,
             description,
             pool: SessionPool::new(self.config.sessions, self.config.checkout_timeout),
@@ -302,7 +380,11 @@ impl Token {
             module = %self.module_path,
             "connected to the token"
         );
+        if generation > 1 {
+            self.reconnects.fetch_add(1, Ordering::Relaxed);
+        }
         *guard = Some(Arc::clone(&conn));
+        self.set_up(true);
         Ok(conn)
     }
 
@@ -328,6 +410,7 @@ impl Token {
             if let Some(conn) = guard.take() {
                 conn.pool.close_idle();
             }
+            self.set_up(false);
         }
     }
 

@@ -32,7 +32,7 @@ mod sign;
 pub mod softhsm;
 pub mod uri;
 
-pub use connection::{Token, TokenConfig, TokenDescription};
+pub use connection::{StateListener, Token, TokenConfig, TokenDescription, TokenStats};
 pub use error::{ErrorKind, TokenError};
 pub use import::PrivateKeyImport;
 pub use key::{

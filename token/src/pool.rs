@@ -95,6 +95,12 @@ impl SessionPool {
         self.lock().open
     }
 
+    /// Sessions checked out now (for diagnostics).
+    pub(crate) fn busy_sessions(&self) -> usize {
+        let state = self.lock();
+        state.open - state.idle.len()
+    }
+
     fn give_back(&self, session: Session) {
         self.lock().idle.push(session);
         self.returned.notify_one();

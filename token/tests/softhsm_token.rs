@@ -273,3 +273,23 @@ fn recovers_when_the_module_is_finalized_underneath() {
         .sign(&key.id, b"after")
         .expect("re-initializes, reconnects, logs in, signs");
 }
+
+#[test]
+fn stats_follow_the_connection_without_a_token_call() {
+    let f = fixture();
+    let token = open(&f);
+    let before = token.stats();
+    assert!(!before.up, "{before:?}");
+    assert_eq!(before.sessions_busy, 0);
+    let (tx, rx) = std::sync::mpsc::channel();
+    token.on_state_change(Box::new(move |up| {
+        let _ = tx.send(up);
+    }));
+    token.connect().unwrap();
+    let after = token.stats();
+    assert!(after.up, "{after:?}");
+    assert!(after.generation >= 1, "{after:?}");
+    assert!(after.sessions_open >= 1, "{after:?}");
+    assert_eq!(after.sessions_busy, 0, "no operation is running: {after:?}");
+    assert_eq!(rx.try_recv(), Ok(true), "listeners hear the token come up");
+}

@@ -77,6 +77,11 @@ impl TokenWorkers {
         self.inner.capacity
     }
 
+    /// Requests waiting for a worker now.
+    pub(crate) fn queue_depth(&self) -> usize {
+        self.inner.queue.as_ref().map_or(0, Sender::len)
+    }
+
     /// Runs `op` on a worker and waits for its answer; refuses at once when the queue is full.
     pub(crate) async fn run<T, E>(
         &self,
