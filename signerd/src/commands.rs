@@ -77,7 +77,7 @@ fn serve(args: &ServeArgs) -> Result<(), StartupError> {
             started: std::time::Instant::now(),
             audit_path: settings.audit.as_ref().map(|a| a.path.clone()),
         },
-        None,
+        Some(crate::metrics::store::StoreCollector::of(keys.clone())),
     );
     // Records go to the audit trail when one is configured, else to the operational log;
     // either way each write is timed.

@@ -71,10 +71,19 @@ async fn ask<T: Send + 'static>(
 pub async fn report(keys: &KeyStore, sources: &StatusSources) -> pb::StatusResponse {
     let process = sources.metrics.process();
     let audit_error = sources.sink.health().err();
+    let stats = keys.stats();
+    // A live probe, as health answers: the counters say what the token layer last saw.
     let probe = ask(keys, |t| t.probe()).await;
+    let count = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
     let mut token = pb::TokenStatus {
         up: probe.is_ok(),
         error: probe.err().unwrap_or_default(),
+        generation: stats.token.generation,
+        reconnects: stats.token.reconnects,
+        relogins: stats.token.relogins,
+        reinitializations: stats.token.reinitializations,
+        sessions_open: count(stats.token.sessions_open),
+        sessions_busy: count(stats.token.sessions_busy),
         ..pb::TokenStatus::default()
     };
     if token.up {
@@ -102,7 +111,11 @@ pub async fn report(keys: &KeyStore, sources: &StatusSources) -> pb::StatusRespo
         uptime_secs: process.started.elapsed().as_secs(),
         serving,
         token: Some(token),
-        workers: None,
+        workers: Some(pb::WorkerStatus {
+            workers: count(stats.workers),
+            queue_depth: count(stats.queue_depth),
+            queue_capacity: count(stats.queue_capacity),
+        }),
         audit: Some(pb::AuditStatus {
             path: process
                 .audit_path

@@ -51,7 +51,7 @@ pub async fn serve(listener: TcpListener, metrics: Metrics) {
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 let metrics = metrics.clone();
-                async move { Ok::<_, Infallible>(answer(&metrics, &request)) }
+                async move { Ok::<_, Infallible>(answer(metrics, &request).await) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tcp), service);
@@ -65,8 +65,11 @@ pub async fn serve(listener: TcpListener, metrics: Metrics) {
     }
 }
 
+/// Longest a scrape may take to read the numbers before it is answered 503.
+pub const ENCODE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The answer to one request.
-fn answer(metrics: &Metrics, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn answer(metrics: Metrics, request: &Request<Incoming>) -> Response<Full<Bytes>> {
     let plain = |status: StatusCode, text: &'static str| {
         let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
         *response.status_mut() = status;
@@ -85,7 +88,23 @@ fn answer(metrics: &Metrics, request: &Request<Incoming>) -> Response<Full<Bytes
             .insert(header::ALLOW, http::HeaderValue::from_static("GET, HEAD"));
         return response;
     }
-    let mut response = Response::new(Full::new(Bytes::from(metrics.encode())));
+    // Off the runtime's threads: reading the token's numbers takes a lock of the token layer,
+    // which a stuck token call must not turn into a stuck gRPC worker.
+    let text = match tokio::time::timeout(
+        ENCODE_TIMEOUT,
+        tokio::task::spawn_blocking(move || metrics.encode()),
+    )
+    .await
+    {
+        Ok(Ok(text)) => text,
+        Ok(Err(_)) | Err(_) => {
+            return plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the token layer did not give its numbers in time; try again\n",
+            )
+        }
+    };
+    let mut response = Response::new(Full::new(Bytes::from(text)));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         http::HeaderValue::from_static(prometheus_client::encoding::prometheus_text::CONTENT_TYPE),

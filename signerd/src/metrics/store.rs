@@ -8,6 +8,8 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
+use crate::keys::{KeyStore, StoreStats};
+
 /// The numbers one scrape shows of the token and its workers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreNumbers {
@@ -52,6 +54,30 @@ impl StoreCollector {
     /// Reads the numbers with `read` at each scrape.
     pub fn new(read: ReadNumbers) -> StoreCollector {
         StoreCollector { read }
+    }
+
+    /// Reads the numbers of `keys` at each scrape ([`KeyStore::stats`]: atomics and a
+    /// short-held lock, no token call).
+    pub fn of(keys: KeyStore) -> StoreCollector {
+        StoreCollector::new(Arc::new(move || StoreNumbers::from(&keys.stats())))
+    }
+}
+
+impl From<&StoreStats> for StoreNumbers {
+    fn from(s: &StoreStats) -> StoreNumbers {
+        let n = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
+        StoreNumbers {
+            up: s.token.up,
+            generation: s.token.generation,
+            reconnects: s.token.reconnects,
+            relogins: s.token.relogins,
+            reinitializations: s.token.reinitializations,
+            sessions_open: n(s.token.sessions_open),
+            sessions_busy: n(s.token.sessions_busy),
+            workers: n(s.workers),
+            queue_depth: n(s.queue_depth),
+            queue_capacity: n(s.queue_capacity),
+        }
     }
 }
 
