@@ -27,11 +27,13 @@ pub enum Rpc {
     ImportPrivateKey,
     /// Destroys the objects a reference names.
     DestroyObject,
+    /// The running daemon's state.
+    Status,
 }
 
 impl Rpc {
     /// Every admin RPC.
-    pub const ALL: [Rpc; 9] = [
+    pub const ALL: [Rpc; 10] = [
         Rpc::ListTokens,
         Rpc::ListMechanisms,
         Rpc::Login,
@@ -41,6 +43,7 @@ impl Rpc {
         Rpc::StoreCertificate,
         Rpc::ImportPrivateKey,
         Rpc::DestroyObject,
+        Rpc::Status,
     ];
 
     /// The method name in the proto.
@@ -55,6 +58,7 @@ impl Rpc {
             Rpc::StoreCertificate => "StoreCertificate",
             Rpc::ImportPrivateKey => "ImportPrivateKey",
             Rpc::DestroyObject => "DestroyObject",
+            Rpc::Status => "Status",
         }
     }
 
@@ -70,6 +74,7 @@ impl Rpc {
             Rpc::StoreCertificate => "/signerd.admin.v1.TokenAdmin/StoreCertificate",
             Rpc::ImportPrivateKey => "/signerd.admin.v1.TokenAdmin/ImportPrivateKey",
             Rpc::DestroyObject => "/signerd.admin.v1.TokenAdmin/DestroyObject",
+            Rpc::Status => "/signerd.admin.v1.TokenAdmin/Status",
         }
     }
 
@@ -82,7 +87,8 @@ impl Rpc {
             | Rpc::ListMechanisms
             | Rpc::FindObjects
             | Rpc::Sign
-            | Rpc::DestroyObject => true,
+            | Rpc::DestroyObject
+            | Rpc::Status => true,
             Rpc::Login | Rpc::GenerateKeyPair | Rpc::StoreCertificate | Rpc::ImportPrivateKey => {
                 false
             }
@@ -127,6 +133,7 @@ calls! {
     pb::StoreCertificateRequest => StoreCertificate -> pb::Object;
     secret::ImportPrivateKeyRequest => ImportPrivateKey -> pb::ImportPrivateKeyResponse;
     pb::DestroyObjectRequest => DestroyObject -> pb::DestroyObjectResponse;
+    pb::StatusRequest => Status -> pb::StatusResponse;
 }
 
 #[cfg(test)]

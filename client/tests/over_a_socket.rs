@@ -109,6 +109,12 @@ impl TokenAdmin for Script {
     ) -> Result<Response<pb::DestroyObjectResponse>, Status> {
         self.answer("DestroyObject", Default::default())
     }
+    async fn status(
+        &self,
+        _: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        self.answer("Status", Default::default())
+    }
 }
 
 /// The stand-in serving on `socket` from a runtime of its own; dropping it drops every

@@ -112,6 +112,9 @@ pub struct ServeArgs {
     /// Unix socket of the admin API [default: admin.socket; with no config, <dev-dir>/admin.sock].
     #[arg(long, value_name = "PATH")]
     admin_socket: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (IP:PORT, or a bare PORT for loopback) [default: metrics.listen; none: off].
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
     /// Folder for the embedded development token and certificates.
     #[arg(long, value_name = "DIR", default_value = crate::devenv::DEFAULT_DEV_DIR)]
     dev_dir: PathBuf,
@@ -139,6 +142,7 @@ impl ServeArgs {
         flags.token.pin_file.clone_from(&self.pin_file);
         flags.log.format.clone_from(&self.log_format);
         flags.admin.socket.clone_from(&self.admin_socket);
+        flags.metrics.listen.clone_from(&self.metrics_listen);
         flags
     }
 }

@@ -13,7 +13,9 @@ use crate::config::{FileConfig, LogFormat, Settings};
 use crate::edge::policy::{Policy, PolicyHandle};
 use crate::edge::Edge;
 use crate::keys::KeyStore;
+use crate::metrics::{Metrics, ProcessFacts, TimedSink};
 use crate::startup::{Failure, StartupError};
+use crate::tls::TlsMaterial;
 
 /// Runs the command line.
 pub fn run(cli: Cli) -> ExitCode {
@@ -74,12 +76,21 @@ fn serve(args: &ServeArgs) -> Result<(), StartupError> {
     let policy = load_policy(args).map_err(|errors| {
         StartupError::Config(errors.into_iter().map(crate::config::ConfigError).collect())
     })?;
-    // Records go to the audit trail when one is configured, else to the operational log.
+    let metrics = Metrics::new(
+        ProcessFacts {
+            started: std::time::Instant::now(),
+            audit_path: settings.audit.as_ref().map(|a| a.path.clone()),
+        },
+        Some(crate::metrics::store::StoreCollector::of(keys.clone())),
+    );
+    // Records go to the audit trail when one is configured, else to the operational log;
+    // either way each write is timed.
     let sink: Arc<dyn AuditSink> = match &audit {
         Some(trail) => Arc::clone(trail) as Arc<dyn AuditSink>,
         None => Arc::new(crate::edge::audit::LogSink),
     };
-    let edge = Edge::new(PolicyHandle::new(policy), sink);
+    let sink = Arc::new(TimedSink::new(sink, metrics.clone()));
+    let edge = Edge::new(PolicyHandle::new(policy), sink).with_metrics(metrics.clone());
     let result = runtime.block_on(async {
         let listener = crate::server::bind(settings.listen)
             .await
@@ -88,14 +99,22 @@ fn serve(args: &ServeArgs) -> Result<(), StartupError> {
             .local_addr()
             .map_err(|e| StartupError::Listen(e.to_string()))?;
         let admin = admin.bind()?;
+        let metrics_listener = match settings.metrics {
+            Some(listen) => Some(
+                crate::metrics::http::bind(listen)
+                    .await
+                    .map_err(StartupError::Listen)?,
+            ),
+            None => None,
+        };
         bootstrap.print_banner(local);
         tracing::info!(listen = %local, "signerd serving the Notary signer API over mutual TLS");
-        // Ends with the runtime.
-        let reload_args = args.clone();
-        crate::server::spawn_policy_reload(
-            edge.policy().clone(),
-            Box::new(move || load_policy(&reload_args)),
-        );
+        // These tasks end with the runtime.
+        if let Some(listener) = metrics_listener {
+            tracing::info!(at = %crate::metrics::http::describe(&listener), "metrics served");
+            tokio::spawn(crate::metrics::http::serve(listener, metrics));
+        }
+        spawn_reload(edge.policy().clone(), material.clone(), args.clone());
         crate::server::serve(
             listener,
             &material,
@@ -115,6 +134,52 @@ fn serve(args: &ServeArgs) -> Result<(), StartupError> {
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     crate::server::close_token(keys);
     result
+}
+
+/// On every SIGHUP, reloads the TLS certificate, key and client CA (new connections get them,
+/// open ones keep theirs), then the policy (calls in flight keep the one they started under).
+/// Whatever fails to load is logged with why, and what is in force stays.
+fn spawn_reload(
+    policy: PolicyHandle,
+    tls: TlsMaterial,
+    args: ServeArgs,
+) -> tokio::task::JoinHandle<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    tokio::spawn(async move {
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot watch SIGHUP; restart signerd to change its TLS material or policy");
+                return;
+            }
+        };
+        while hup.recv().await.is_some() {
+            match tls.reload() {
+                Ok(served) => tracing::info!(
+                    certificate = %served,
+                    "SIGHUP: TLS certificate, key and client CA reloaded; new connections use them, open ones keep theirs"
+                ),
+                Err(e) => tracing::error!(
+                    "SIGHUP: TLS not reloaded: {e}; the certificate in force stays. Fix the files (signerd check-config) and send SIGHUP again"
+                ),
+            }
+            match load_policy(&args) {
+                Ok(new) => {
+                    let summary = new.describe();
+                    policy.replace(new);
+                    tracing::info!(policy = %summary, "SIGHUP: policy reloaded");
+                }
+                Err(errors) => {
+                    for e in &errors {
+                        tracing::error!("SIGHUP: config error: {e}");
+                    }
+                    tracing::error!(
+                        "SIGHUP: the new config is refused; the policy in force stays. Fix it (signerd check-config) and send SIGHUP again"
+                    );
+                }
+            }
+        }
+    })
 }
 
 /// The policy the config (file, environment, flags) gives: its `[[policy]]` rules and the

@@ -25,6 +25,7 @@ pub mod grpc;
 pub mod hardening;
 pub mod keys;
 pub mod logging;
+pub mod metrics;
 pub mod migrate;
 pub mod server;
 pub mod shim_install;

@@ -13,6 +13,12 @@
 //! to close, handshake included) so a flood cannot take the descriptors the token needs; one
 //! over the cap is closed at once. A connection silent for the idle timeout (no TLS record,
 //! no HTTP/2 preface, no answer to keepalive pings) is closed.
+//!
+//! The certificate, its key and the client CA are reloaded on SIGHUP ([`TlsMaterial::reload`]):
+//! the files are read and checked as at startup, and the new configuration is what the next
+//! handshake uses; connections already open keep theirs (a TLS session is not renegotiated),
+//! so nothing is dropped. Files that do not make a working server leave the old material in
+//! force.
 
 use std::collections::HashMap;
 use std::future::Future as _;
@@ -21,6 +27,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::RwLock;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -35,19 +42,56 @@ use crate::edge::identity::{Caller, CertIdentity, PeerInfo};
 /// How long a client has to finish the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Loaded and checked TLS material: the rustls server configuration.
+/// Loaded and checked TLS material: the rustls server configuration in force, and the files
+/// it is read from again on [`TlsMaterial::reload`]. Clones share it.
+#[derive(Clone)]
 pub struct TlsMaterial {
-    config: Arc<rustls::ServerConfig>,
+    live: LiveConfig,
+    files: TlsFiles,
 }
 
 impl std::fmt::Debug for TlsMaterial {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TlsMaterial { .. }")
+        f.debug_struct("TlsMaterial")
+            .field("files", &self.files)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The server configuration in force; each new connection takes the current one, so a reload
+/// reaches every handshake after it and no connection before it.
+#[derive(Clone)]
+pub struct LiveConfig(Arc<RwLock<Arc<rustls::ServerConfig>>>);
+
+impl LiveConfig {
+    /// The configuration for the next handshake.
+    pub fn current(&self) -> Arc<rustls::ServerConfig> {
+        // Held only to clone an Arc; a poisoned lock still holds a whole configuration.
+        Arc::clone(&self.0.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn replace(&self, config: Arc<rustls::ServerConfig>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = config;
+    }
+}
+
+impl std::fmt::Debug for LiveConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LiveConfig { .. }")
     }
 }
 
 /// Reads the TLS files and checks that they make a working mutual-TLS server.
 pub fn load(files: &TlsFiles) -> Result<TlsMaterial, String> {
+    let config = server_config(files)?;
+    Ok(TlsMaterial {
+        live: LiveConfig(Arc::new(RwLock::new(config))),
+        files: files.clone(),
+    })
+}
+
+/// The rustls server configuration `files` make, checked.
+fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, String> {
     let read = |what: &str, path: &Path| {
         std::fs::read(path).map_err(|e| format!("cannot read {what} {}: {e}", path.display()))
     };
@@ -119,15 +163,34 @@ pub fn load(files: &TlsFiles) -> Result<TlsMaterial, String> {
             )
         })?;
     config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(TlsMaterial {
-        config: Arc::new(config),
-    })
+    Ok(Arc::new(config))
 }
 
 impl TlsMaterial {
-    /// The rustls server configuration: client certificates required, ALPN `h2`.
-    pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
-        Arc::clone(&self.config)
+    /// The rustls server configuration in force: client certificates required, ALPN `h2`.
+    pub fn server_config(&self) -> LiveConfig {
+        self.live.clone()
+    }
+
+    /// Reads the files again; if they make a working server, new connections get the new
+    /// certificate, key and client CA (open ones keep theirs) and the answer describes the
+    /// certificate now served. Otherwise the material in force stays and `Err` says why.
+    pub fn reload(&self) -> Result<String, String> {
+        let config = server_config(&self.files)?;
+        let leaf = std::fs::read(&self.files.cert)
+            .ok()
+            .and_then(|pem| CertificateDer::pem_slice_iter(&pem).next()?.ok())
+            .and_then(|der| CertIdentity::decode(der.as_ref()));
+        self.live.replace(config);
+        Ok(match leaf {
+            Some(id) => format!(
+                "{} (subject {}, sha256 {})",
+                self.files.cert.display(),
+                id.subject,
+                hex::encode(id.fingerprint)
+            ),
+            None => self.files.cert.display().to_string(),
+        })
     }
 }
 
@@ -290,16 +353,15 @@ impl AsyncWrite for PeerStream {
 }
 
 /// Accepts connections on `listener` until the receiver is gone: `TCP_NODELAY`, the handshake
-/// within [`HANDSHAKE_TIMEOUT`] (each on its own task, so a slow client delays nobody), the
+/// (with the configuration in force when the connection came) within [`HANDSHAKE_TIMEOUT`] (each on its own task, so a slow client delays nobody), the
 /// client decoded once, then the connection handed to the server through `tx`. A connection
 /// over `limits.cap` is closed at once.
 pub async fn accept_loop(
     listener: TcpListener,
-    config: Arc<rustls::ServerConfig>,
+    config: LiveConfig,
     limits: ConnectionLimits,
     tx: tokio::sync::mpsc::Sender<Result<PeerStream, std::io::Error>>,
 ) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
     loop {
         let (tcp, remote) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -322,7 +384,8 @@ pub async fn accept_loop(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(%remote, error = %e, "cannot set TCP_NODELAY");
         }
-        let acceptor = acceptor.clone();
+        // The configuration in force now: a reload reaches the next handshake.
+        let acceptor = tokio_rustls::TlsAcceptor::from(config.current());
         let tx = tx.clone();
         tokio::spawn(async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {

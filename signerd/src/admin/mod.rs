@@ -11,5 +11,6 @@ pub mod login;
 pub mod service;
 pub mod serving;
 pub mod socket;
+pub mod status;
 
 mod convert;

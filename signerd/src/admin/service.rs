@@ -33,6 +33,7 @@ use crate::keys::KeyStore;
 pub struct TokenAdminService {
     keys: KeyStore,
     pins: Arc<LoginPins>,
+    status: super::status::StatusSources,
 }
 
 impl TokenAdminService {
@@ -41,7 +42,14 @@ impl TokenAdminService {
         TokenAdminService {
             keys,
             pins: Arc::new(pins),
+            status: super::status::StatusSources::default(),
         }
+    }
+
+    /// The same service, reporting `sources` in `Status`.
+    pub fn with_status(mut self, sources: super::status::StatusSources) -> TokenAdminService {
+        self.status = sources;
+        self
     }
 
     fn start<T>(&self, request: &Request<T>) -> Access {
@@ -377,5 +385,14 @@ impl TokenAdmin for TokenAdminService {
             destroyed: u32::try_from(n).unwrap_or(u32::MAX),
         });
         answer(access, result)
+    }
+
+    async fn status(
+        &self,
+        request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let access = self.start(&request);
+        let report = super::status::report(&self.keys, &self.status).await;
+        answer(access, Ok(report))
     }
 }

@@ -40,7 +40,8 @@ impl AdminServing {
     }
 
     fn stack(&self, keys: &KeyStore, edge: &Edge) -> AdminStack {
-        let service = TokenAdminService::new(keys.clone(), self.pins.clone());
+        let service = TokenAdminService::new(keys.clone(), self.pins.clone())
+            .with_status(super::status::StatusSources::of(edge));
         edge.wrap(Port::Admin, TokenAdminServer::new(service))
     }
 

@@ -155,6 +155,11 @@ impl AdminClient {
         self.call("storing a certificate", request)
     }
 
+    /// The running daemon's state.
+    pub fn status(&self) -> Result<pb::StatusResponse, CliError> {
+        self.call("asking for the status", pb::StatusRequest {})
+    }
+
     /// Destroys the objects `reference` names; returns how many.
     pub fn destroy(&self, reference: pb::ObjectRef) -> Result<u32, CliError> {
         let request = pb::DestroyObjectRequest {

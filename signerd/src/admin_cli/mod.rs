@@ -12,6 +12,7 @@ mod keys;
 mod output;
 mod pki;
 mod signer;
+mod status;
 mod trust;
 
 use std::process::ExitCode;
@@ -77,6 +78,19 @@ pub enum AdminCommand {
         #[command(flatten)]
         args: keys::SignArgs,
     },
+    /// The running signerd on one screen: version, token, keys, sessions, workers, health,
+    /// audit trail, uptime.
+    ///
+    /// Exit codes: 0 = serving, 5 = not serving (token away or audit trail not writable) or
+    /// not reachable.
+    Status {
+        /// Where signerd's admin API is.
+        #[command(flatten)]
+        connect: ConnectArgs,
+        /// The command's arguments.
+        #[command(flatten)]
+        args: status::StatusArgs,
+    },
 }
 
 /// Why an admin command failed, as an exit code.
@@ -131,6 +145,7 @@ pub fn run(command: AdminCommand) -> ExitCode {
         AdminCommand::Root { connect, verb } => pki::run_root(&connect, verb),
         AdminCommand::TrustPinning { connect, args } => trust::run(&connect, args),
         AdminCommand::Sign { connect, args } => keys::run_sign(&connect, args),
+        AdminCommand::Status { connect, args } => status::run(&connect, &args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

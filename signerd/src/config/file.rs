@@ -32,6 +32,8 @@ pub struct FileConfig {
     pub admin: AdminSection,
     /// `[audit]`: the tamper-evident audit trail.
     pub audit: super::audit::AuditSection,
+    /// `[metrics]`: the Prometheus metrics listener (off unless set).
+    pub metrics: super::metrics::MetricsSection,
     /// `[[policy]]`: who may do what with which key, on both ports (docs/policy.md). Not an
     /// env-overridable field: a rule list is only written in the file.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -45,6 +47,7 @@ pub const SECTIONS: &[EnvSection] = &[
     LogSection::ENV,
     AdminSection::ENV,
     super::audit::AuditSection::ENV,
+    super::metrics::MetricsSection::ENV,
 ];
 
 /// `[server]` section.
@@ -261,6 +264,7 @@ impl FileConfig {
         set(&mut u.checkpoint_every_lines, t.checkpoint_every_lines);
         set(&mut u.checkpoint_every_secs, t.checkpoint_every_secs);
         set(&mut u.rotate_bytes, t.rotate_bytes);
+        set(&mut self.metrics.listen, top.metrics.listen);
     }
 }
 
@@ -316,6 +320,9 @@ mod tests {
                 checkpoint_every_lines: Some(1),
                 checkpoint_every_secs: Some(1),
                 rotate_bytes: Some(1),
+            },
+            metrics: crate::config::metrics::MetricsSection {
+                listen: Some("a".into()),
             },
             policy: Vec::new(),
         }

@@ -13,6 +13,7 @@ pub mod defaults;
 pub mod env;
 pub mod errors;
 pub mod file;
+pub mod metrics;
 pub mod policy;
 pub mod settings;
 

@@ -106,6 +106,8 @@ pub struct Settings {
     pub audit: Option<super::audit::AuditSettings>,
     /// What one client may ask of the gRPC port.
     pub limits: Limits,
+    /// Where Prometheus metrics are served; `None`: nowhere.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// What one client may ask of the gRPC port: message size, streams, time, connections.
@@ -389,6 +391,11 @@ impl FileConfig {
             None
         });
 
+        let metrics = self.metrics.resolve().unwrap_or_else(|e| {
+            errors.push(ConfigError(e));
+            None
+        });
+
         if errors.is_empty() {
             Ok(Settings {
                 listen,
@@ -407,6 +414,7 @@ impl FileConfig {
                 admin,
                 audit,
                 limits,
+                metrics,
             })
         } else {
             Err(errors)

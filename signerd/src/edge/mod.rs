@@ -1,5 +1,5 @@
 //! The edge both ports share, a stack of tower layers over the services, outermost first:
-//! [`identity`] (who is calling: certificate or socket peer) -> [`audit`] (one record per call,
+//! [`metrics`] (every call counted by method and code, and timed) -> [`identity`] (who is calling: certificate or socket peer) -> [`audit`] (one record per call,
 //! awaited before the reply leaves; calls in flight counted) -> [`policy`] (is the operation
 //! granted at all?) -> the service, whose key store checks the key-level rules through an
 //! [`Access`] once the key is known. Errors become status codes in one place, [`status`].
@@ -12,6 +12,7 @@ pub mod error;
 pub mod identity;
 pub mod inflight;
 pub mod limits;
+pub mod metrics;
 pub mod operation;
 pub mod policy;
 pub mod record;
@@ -27,11 +28,12 @@ use self::audit::{AuditLayer, Audited, OpFacts};
 use self::error::KeyError;
 use self::identity::{Caller, Identify, IdentityLayer};
 use self::inflight::InFlight;
+use self::metrics::{Metered, MetricsLayer};
 use self::policy::{Decision, Enforce, KeyFacts, Operation, Policy, PolicyHandle, PolicyLayer};
 use self::record::{AuditSink, Port};
 
 /// A service with the edge's layers in front.
-pub type Edged<S> = Identify<Audited<Enforce<S>>>;
+pub type Edged<S> = Metered<Identify<Audited<Enforce<S>>>>;
 
 /// The layers every port shares: what a service needs to be served.
 #[derive(Clone)]
@@ -39,6 +41,7 @@ pub struct Edge {
     policy: PolicyHandle,
     sink: Arc<dyn AuditSink>,
     in_flight: InFlight,
+    metrics: crate::metrics::Metrics,
 }
 
 impl std::fmt::Debug for Edge {
@@ -56,14 +59,23 @@ impl Edge {
             policy,
             sink,
             in_flight: InFlight::default(),
+            metrics: crate::metrics::Metrics::default(),
         }
     }
 
-    /// Wraps `service` of `port` in identity, audit and policy.
+    /// The same edge, counting calls into `metrics`.
+    pub fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Edge {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Wraps `service` of `port` in metrics, identity, audit and policy.
     pub fn wrap<S>(&self, port: Port, service: S) -> Edged<S> {
-        IdentityLayer.layer(
-            AuditLayer::new(port, Arc::clone(&self.sink), self.in_flight.clone())
-                .layer(PolicyLayer::new(port, self.policy.clone()).layer(service)),
+        MetricsLayer::new(port, self.metrics.clone()).layer(
+            IdentityLayer.layer(
+                AuditLayer::new(port, Arc::clone(&self.sink), self.in_flight.clone())
+                    .layer(PolicyLayer::new(port, self.policy.clone()).layer(service)),
+            ),
         )
     }
 
@@ -75,6 +87,11 @@ impl Edge {
     /// Where audit records go.
     pub fn sink(&self) -> Arc<dyn AuditSink> {
         Arc::clone(&self.sink)
+    }
+
+    /// What the calls are counted into.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
     }
 
     /// Key operations in flight on every port.

@@ -16,7 +16,7 @@ pub enum Operation {
     Sign,
     /// Notary `DeleteKey`, admin `DestroyObject`.
     Delete,
-    /// Admin: list tokens, mechanisms and objects; log in.
+    /// Admin: list tokens, mechanisms and objects; log in; the daemon's status.
     List,
     /// Admin: generate a key pair.
     Generate,
@@ -98,7 +98,7 @@ impl Operation {
             (Port::Notary, "GetKeyInfo") => Operation::Info,
             (Port::Notary, "Sign") => Operation::Sign,
             (Port::Notary, "DeleteKey") => Operation::Delete,
-            (Port::Admin, "ListTokens" | "ListMechanisms" | "FindObjects" | "Login") => {
+            (Port::Admin, "ListTokens" | "ListMechanisms" | "FindObjects" | "Login" | "Status") => {
                 Operation::List
             }
             (Port::Admin, "GenerateKeyPair") => Operation::Generate,
