@@ -11,6 +11,7 @@ mod audit_trail;
 mod cli;
 mod go_signer_reference;
 mod hostile_input;
+mod login_limit;
 mod migrate_notary_signer;
 mod notary_lifecycle;
 mod remote_token;
