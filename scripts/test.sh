@@ -46,7 +46,17 @@ cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "==> cargo clippy of the fuzz targets (not a workspace member; run them with cargo +nightly fuzz, docs/fuzzing.md)"
-# The workspace's target dir, versions and profile: the dependencies checked above are reused.
+# The workspace's target dir, versions and profile: the dependencies checked above are reused,
+# as long as fuzz/Cargo.lock pins the versions Cargo.lock pins (else every differing crate and
+# all that depends on it is checked a second time).
+lock_versions() { awk '/^name = /{n=$3} /^version = /{print n" "$3}' "$1" | sort -u; }
+drift=$(comm -13 <(lock_versions Cargo.lock) <(lock_versions fuzz/Cargo.lock) \
+  | grep -v -E '^"(arbitrary|derive_arbitrary|jobserver|libfuzzer-sys|signerd-fuzz)" ' || true)
+if [ -n "$drift" ]; then
+  echo "fuzz/Cargo.lock pins versions Cargo.lock does not:"; echo "$drift"
+  echo "-> cp Cargo.lock fuzz/Cargo.lock && cargo tree --manifest-path fuzz/Cargo.toml >/dev/null"
+  exit 1
+fi
 cargo clippy --manifest-path fuzz/Cargo.toml --target-dir target --bins -- -D warnings
 target_dir="${CARGO_TARGET_DIR:-target}"
 case "$target_dir" in /*) ;; *) target_dir="$PWD/$target_dir" ;; esac

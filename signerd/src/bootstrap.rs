@@ -127,8 +127,9 @@ impl Bootstrap {
 
     /// Where and for whom the admin API is served: the configured socket (the dev default
     /// puts it in the dev folder), the allow lists (default: signerd's own uid), and the login
-    /// PINs (USER: `admin.user_pin_file` or the token's PIN source; SO: `admin.so_pin_file`,
-    /// or on the dev token its SO PIN file).
+    /// PINs: `admin.user_pin_file` and `admin.so_pin_file`, never the token's PIN source (a
+    /// Login would be an oracle for it). On the dev token alone they default to its PIN files,
+    /// which sit beside the socket readable by the only uid the socket admits by default.
     pub fn admin_plan(&self) -> AdminPlan {
         let settings = self.settings();
         let admin = &settings.admin;
@@ -136,23 +137,20 @@ impl Bootstrap {
             .socket
             .clone()
             .or_else(|| self.dev_env().map(DevEnv::admin_socket));
-        let token = self.token();
-        let user_pin = admin
-            .user_pin
-            .clone()
-            .or_else(|| token.pin.clone())
-            .or_else(|| token.uri.pin_source.clone())
-            // Config checks refuse a token without a PIN source before this point; were one to
-            // get here, every USER login fails with the unreadable file named.
-            .unwrap_or_else(|| PinSource::File(PathBuf::from("/nonexistent/user-pin")));
-        let dev_so_pin = match self {
-            Bootstrap::Dev(d) if d.dev_token => Some(PinSource::File(d.env.so_pin_file())),
-            _ => None,
+        let (dev_user_pin, dev_so_pin) = match self {
+            Bootstrap::Dev(d) if d.dev_token => (
+                self.token().uri.pin_source.clone(),
+                Some(PinSource::File(d.env.so_pin_file())),
+            ),
+            _ => (None, None),
         };
         AdminPlan {
             socket,
             summary: admin_summary(admin),
-            pins: LoginPins::new(user_pin, admin.so_pin.clone().or(dev_so_pin)),
+            pins: LoginPins::new(
+                admin.user_pin.clone().or(dev_user_pin),
+                admin.so_pin.clone().or(dev_so_pin),
+            ),
         }
     }
 

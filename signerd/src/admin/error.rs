@@ -19,6 +19,14 @@ pub enum AdminError {
     /// What a Login is checked against cannot be read (a PIN file is missing).
     #[error("{0}")]
     NeedsOperator(String),
+    /// A Login refused unchecked: the caller failed too often and must wait.
+    #[error("too many failed logins from {caller}: try again in {retry_after_secs} s (each further failure doubles the wait, up to 5 minutes; a correct PIN resets it)")]
+    TooManyLogins {
+        /// Whose failures count (`uid=...` or `sha256:<certificate fingerprint>`).
+        caller: String,
+        /// Seconds until the next attempt is checked.
+        retry_after_secs: u64,
+    },
 }
 
 impl crate::edge::status::EdgeError for AdminError {
@@ -28,6 +36,7 @@ impl crate::edge::status::EdgeError for AdminError {
             AdminError::PermissionDenied(_) => tonic::Code::PermissionDenied,
             AdminError::InvalidArgument(_) => tonic::Code::InvalidArgument,
             AdminError::NeedsOperator(_) => tonic::Code::FailedPrecondition,
+            AdminError::TooManyLogins { .. } => tonic::Code::ResourceExhausted,
         }
     }
 }
@@ -59,5 +68,11 @@ mod tests {
             status_of(&AdminError::NeedsOperator("pin file".into())).code(),
             tonic::Code::FailedPrecondition
         );
+        let wait = AdminError::TooManyLogins {
+            caller: "uid=1000".into(),
+            retry_after_secs: 5,
+        };
+        assert_eq!(status_of(&wait).code(), tonic::Code::ResourceExhausted);
+        assert!(status_of(&wait).message().contains("try again in 5 s"));
     }
 }

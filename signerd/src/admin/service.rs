@@ -153,7 +153,7 @@ impl TokenAdmin for TokenAdminService {
             )),
         };
         let result = who
-            .and_then(|w| self.pins.check(w, &pin))
+            .and_then(|w| self.pins.login(&access.caller, w, &pin))
             .map(|()| pb::LoginResponse {});
         answer(access, result)
     }

@@ -163,7 +163,8 @@ pub struct AdminSection {
     /// Client certificates allowed to use the admin API on the mTLS port, by subject
     /// (`CN=ops,O=example`) or SHA-256 fingerprint (`sha256:<64 hex>`); empty = not served there.
     pub admin_clients: Option<Vec<String>>,
-    /// File holding the PIN a USER `Login` must give [default: the token's user PIN source].
+    /// File holding the PIN a USER `Login` must give, signerd's own, not the token's [default:
+    /// USER login refused; on the dev token, its PIN file].
     pub user_pin_file: Option<PathBuf>,
     /// File holding the PIN an SO `Login` must give [default: SO login refused].
     pub so_pin_file: Option<PathBuf>,

@@ -53,7 +53,8 @@ pub struct AdminSettings {
     pub allow_gids: Vec<u32>,
     /// Admin client certificates on the mTLS port; empty = the admin API is not served there.
     pub admin_clients: Vec<AdminClient>,
-    /// Where a USER login's PIN is checked against; `None` = the token's user PIN source.
+    /// Where a USER login's PIN is checked against; `None` = USER login refused (never the
+    /// token's own PIN: Login would be an oracle for it).
     pub user_pin: Option<PinSource>,
     /// Where an SO login's PIN is checked against; `None` = SO login refused.
     pub so_pin: Option<PinSource>,

@@ -13,6 +13,7 @@ mod go_signer_reference;
 mod hostile_input;
 mod keygen_atomic;
 mod metrics;
+mod login_limit;
 mod migrate_notary_signer;
 mod notary_lifecycle;
 mod remote_token;
