@@ -152,3 +152,4 @@ mod openssl;
 mod pkcs11_tool;
 mod public_keys;
 mod restart;
+mod trusted_socket;
