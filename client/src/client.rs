@@ -7,7 +7,7 @@ use tokio::time::Instant;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
 
-use crate::endpoint::Endpoint;
+use crate::endpoint::{Endpoint, SocketPeer, UntrustedServer};
 use crate::error::Error;
 use crate::retry::RetryPolicy;
 use crate::rpc::Call;
@@ -21,6 +21,8 @@ pub struct Options {
     pub deadline: Duration,
     /// Which failures are tried again.
     pub retry: RetryPolicy,
+    /// Who must serve a Unix socket endpoint.
+    pub socket_peer: SocketPeer,
 }
 
 impl Default for Options {
@@ -29,6 +31,7 @@ impl Default for Options {
             connect_timeout: Duration::from_secs(5),
             deadline: Duration::from_secs(15),
             retry: RetryPolicy::default(),
+            socket_peer: SocketPeer::Any,
         }
     }
 }
@@ -73,17 +76,15 @@ impl Client {
     /// Connects now, once, so a caller can report an unreachable signerd before it starts
     /// work; calls connect by themselves otherwise.
     pub async fn connect(&self) -> Result<(), Error> {
-        let endpoint = self
+        let options = self.inner.options;
+        let connecting = self
             .inner
             .endpoint
-            .tonic(self.inner.options.connect_timeout)?;
-        let connected = tokio::time::timeout(self.inner.options.deadline, endpoint.connect())
+            .connect(options.connect_timeout, options.socket_peer);
+        let connected = tokio::time::timeout(options.deadline, connecting)
             .await
-            .map_err(|_| self.timed_out())?
-            .map_err(|e| Error::NotReached {
-                target: self.describe(),
-                source: Box::new(e),
-            })?;
+            .map_err(|_| self.timed_out())??
+            .map_err(|e| self.not_reached(Box::new(e)))?;
         *self.lock_channel() = Some(connected);
         Ok(())
     }
@@ -117,10 +118,9 @@ impl Client {
     /// One attempt.
     async fn once<C: Call>(&self, request: C) -> Result<C::Response, Error> {
         let mut grpc = tonic::client::Grpc::new(self.channel()?);
-        grpc.ready().await.map_err(|e| Error::NotReached {
-            target: self.describe(),
-            source: Box::new(e),
-        })?;
+        grpc.ready()
+            .await
+            .map_err(|e| self.not_reached(Box::new(e)))?;
         let codec = tonic_prost::ProstCodec::<C, C::Response>::default();
         grpc.unary(
             tonic::Request::new(request),
@@ -139,10 +139,10 @@ impl Client {
         if let Some(channel) = slot.as_ref() {
             return Ok(channel.clone());
         }
-        let channel = self
-            .inner
-            .endpoint
-            .lazy_channel(self.inner.options.connect_timeout)?;
+        let channel = self.inner.endpoint.lazy_channel(
+            self.inner.options.connect_timeout,
+            self.inner.options.socket_peer,
+        )?;
         *slot = Some(channel.clone());
         Ok(channel)
     }
@@ -158,6 +158,22 @@ impl Client {
             .channel
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The request never left: a setup error when the socket's server is not trusted (trying
+    /// again would not help), else [`Error::NotReached`].
+    fn not_reached(&self, source: Box<dyn std::error::Error + Send + Sync + 'static>) -> Error {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
+        while let Some(e) = cause {
+            if let Some(untrusted) = e.downcast_ref::<UntrustedServer>() {
+                return Error::Setup(crate::error::SetupError::Untrusted(untrusted.to_string()));
+            }
+            cause = e.source();
+        }
+        Error::NotReached {
+            target: self.describe(),
+            source,
+        }
     }
 
     fn timed_out(&self) -> Error {

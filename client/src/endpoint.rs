@@ -1,6 +1,7 @@
 //! Where signerd's admin API is, and the one place a channel to it is built.
 
-use std::path::PathBuf;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
@@ -16,6 +17,61 @@ pub enum Endpoint {
     Unix(PathBuf),
     /// The admin API over mutual TLS, with an admin client certificate.
     Tls(TlsEndpoint),
+}
+
+/// Which uid must be serving an admin Unix socket before anything is sent on it: the kernel's
+/// peer credentials (SO_PEERCRED) of the connection, checked on every connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SocketPeer {
+    /// Any uid: signerd's own checks of the caller are all there is.
+    #[default]
+    Any,
+    /// Root, or the owner of the socket file.
+    RootOrOwner,
+    /// Exactly this uid.
+    Uid(u32),
+}
+
+/// The socket's server runs as a uid the client does not trust; nothing was sent.
+#[derive(Debug, thiserror::Error)]
+#[error("{} is served by uid {peer}, not {expected}: not the real signerd, refused before sending anything (set SIGNERD_SERVER_UID to the uid signerd runs as if this is it)", .socket.display())]
+pub struct UntrustedServer {
+    /// The socket.
+    pub socket: PathBuf,
+    /// The uid of the process serving it.
+    pub peer: u32,
+    /// The uids that were trusted, for the message.
+    pub expected: String,
+}
+
+impl SocketPeer {
+    /// Checks the peer of `stream`, connected to `socket`.
+    pub fn check(&self, socket: &Path, stream: &tokio::net::UnixStream) -> std::io::Result<()> {
+        let peer = stream.peer_cred()?.uid();
+        let (trusted, expected) = match *self {
+            SocketPeer::Any => return Ok(()),
+            SocketPeer::Uid(uid) => (peer == uid, format!("uid {uid}")),
+            SocketPeer::RootOrOwner => {
+                let owner = std::fs::metadata(socket)?.uid();
+                (
+                    peer == 0 || peer == owner,
+                    format!("root or the socket's owner (uid {owner})"),
+                )
+            }
+        };
+        if trusted {
+            Ok(())
+        } else {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                UntrustedServer {
+                    socket: socket.to_path_buf(),
+                    peer,
+                    expected,
+                },
+            ))
+        }
+    }
 }
 
 /// An mTLS admin endpoint. The files are read each time a connection is made, so a renewed
@@ -54,22 +110,21 @@ impl Endpoint {
         }
     }
 
-    /// The tonic endpoint for this address; nothing connects yet.
+    /// The tonic endpoint for this address; nothing connects yet. A Unix socket's endpoint is
+    /// only a placeholder URI: [`Endpoint::channel`] connects it with a connector that checks
+    /// the peer.
     pub(crate) fn tonic(
         &self,
         connect_timeout: Duration,
     ) -> Result<tonic::transport::Endpoint, SetupError> {
         match self {
             Endpoint::Unix(path) => {
-                let text = path
-                    .to_str()
+                path.to_str()
                     .ok_or_else(|| SetupError::SocketPath(path.clone()))?;
-                tonic::transport::Endpoint::from_shared(format!("unix:{text}")).map_err(|source| {
-                    SetupError::Address {
-                        address: self.describe(),
-                        source,
-                    }
-                })
+                Ok(
+                    tonic::transport::Endpoint::from_static("http://signerd.admin.socket")
+                        .connect_timeout(connect_timeout),
+                )
             }
             Endpoint::Tls(t) => {
                 let read = |file: TlsFile, path: &PathBuf| {
@@ -99,9 +154,59 @@ impl Endpoint {
     }
 
     /// A channel that connects on its first call (and again after a failure).
-    pub(crate) fn lazy_channel(&self, connect_timeout: Duration) -> Result<Channel, SetupError> {
-        Ok(self.tonic(connect_timeout)?.connect_lazy())
+    pub(crate) fn lazy_channel(
+        &self,
+        connect_timeout: Duration,
+        peer: SocketPeer,
+    ) -> Result<Channel, SetupError> {
+        let endpoint = self.tonic(connect_timeout)?;
+        Ok(match self {
+            Endpoint::Unix(path) => {
+                endpoint.connect_with_connector_lazy(unix_connector(path, peer))
+            }
+            Endpoint::Tls(_) => endpoint.connect_lazy(),
+        })
     }
+
+    /// Connects now.
+    pub(crate) async fn connect(
+        &self,
+        connect_timeout: Duration,
+        peer: SocketPeer,
+    ) -> Result<Result<Channel, tonic::transport::Error>, SetupError> {
+        let endpoint = self.tonic(connect_timeout)?;
+        Ok(match self {
+            Endpoint::Unix(path) => {
+                endpoint
+                    .connect_with_connector(unix_connector(path, peer))
+                    .await
+            }
+            Endpoint::Tls(_) => endpoint.connect().await,
+        })
+    }
+}
+
+/// Connects to the socket at `path` and checks who serves it before the channel uses it.
+fn unix_connector(
+    path: &Path,
+    peer: SocketPeer,
+) -> impl tower_service::Service<
+    tonic::codegen::http::Uri,
+    Response = hyper_util::rt::TokioIo<tokio::net::UnixStream>,
+    Error = std::io::Error,
+    Future = impl Send,
+> + Clone
+       + Send
+       + 'static {
+    let path = path.to_path_buf();
+    tower::service_fn(move |_: tonic::codegen::http::Uri| {
+        let path = path.clone();
+        async move {
+            let stream = tokio::net::UnixStream::connect(&path).await?;
+            peer.check(&path, &stream)?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+        }
+    })
 }
 
 #[cfg(test)]

@@ -72,6 +72,9 @@ pub enum SetupError {
         /// Why.
         source: io::Error,
     },
+    /// The admin socket is served by a uid the client does not trust.
+    #[error("{0}")]
+    Untrusted(String),
     /// tonic takes socket paths as text.
     #[error("the socket path {} is not UTF-8", .0.display())]
     SocketPath(PathBuf),

@@ -25,7 +25,7 @@ pub mod secret;
 pub mod wire;
 
 pub use client::{Client, Options};
-pub use endpoint::{Endpoint, TlsEndpoint, TlsFile};
+pub use endpoint::{Endpoint, SocketPeer, TlsEndpoint, TlsFile, UntrustedServer};
 pub use error::{Error, Refusal, SetupError};
 pub use retry::RetryPolicy;
 pub use rpc::{Call, Rpc};

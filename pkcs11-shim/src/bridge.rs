@@ -75,6 +75,7 @@ impl Bridge {
             config.endpoint.clone(),
             Options {
                 deadline: config.timeout,
+                socket_peer: config.socket_peer,
                 ..Options::default()
             },
         );

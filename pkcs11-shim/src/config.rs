@@ -3,7 +3,8 @@
 //!
 //! | file key | environment | meaning |
 //! | --- | --- | --- |
-//! | `socket` | `SIGNERD_SOCKET` | signerd's admin Unix socket (default `.signerd/admin.sock`) |
+//! | `socket` | `SIGNERD_SOCKET` | signerd's admin Unix socket (default `/run/signerd/admin.sock`; the dev setup's is `$PWD/.signerd/admin.sock`) |
+//! | `server_uid` | `SIGNERD_SERVER_UID` | the uid signerd runs as: the socket's peer must be it (default: root or the socket file's owner) |
 //! | `addr` | `SIGNERD_ADDR` | signerd's admin mTLS address, `host:port` or `https://host:port` |
 //! | `client_cert`, `client_key` | `SIGNERD_CLIENT_CERT`, `SIGNERD_CLIENT_KEY` | admin client certificate and key (PEM), for `addr` |
 //! | `ca` | `SIGNERD_SERVER_CA` (or `SIGNERD_CA`) | CA that signed signerd's certificate (PEM), for `addr` |
@@ -24,11 +25,12 @@ use signerd_proto::admin::KeyType;
 /// The variable naming the optional config file.
 pub const CONFIG_ENV: &str = "SIGNERD_SHIM_CONFIG";
 
-/// The socket used when nothing says where signerd is: the dev default of `signerd serve`
-/// run in the same folder.
+/// The socket used when nothing says where signerd is: an absolute path, never one relative
+/// to the folder a host program happens to run in (a fake socket there would receive its PIN
+/// and imported keys).
 pub const DEFAULT_SOCKET: &str = signerd_vocab::DEFAULT_ADMIN_SOCKET;
 
-pub use signerd_client::{Endpoint, TlsEndpoint};
+pub use signerd_client::{Endpoint, SocketPeer, TlsEndpoint};
 
 /// Where log lines go.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,6 +73,8 @@ pub struct Config {
     pub max_id_len: Option<usize>,
     /// Show no token at all.
     pub disabled: bool,
+    /// Who must be serving the admin socket.
+    pub socket_peer: SocketPeer,
 }
 
 /// The config file as written.
@@ -89,6 +93,7 @@ struct FileConfig {
     hide_key_types: Option<Vec<String>>,
     max_id_len: Option<usize>,
     disable: Option<bool>,
+    server_uid: Option<u32>,
 }
 
 /// A configuration the user must fix, said so they can.
@@ -258,6 +263,17 @@ impl Config {
             None => f.disable.unwrap_or(false),
         };
 
+        let socket_peer = match env("SIGNERD_SERVER_UID") {
+            Some(v) => SocketPeer::Uid(v.trim().parse().map_err(|_| {
+                ConfigError(format!(
+                    "SIGNERD_SERVER_UID = {v:?} is not a uid (a whole number, e.g. `id -u signerd`)"
+                ))
+            })?),
+            None => f
+                .server_uid
+                .map_or(SocketPeer::RootOrOwner, SocketPeer::Uid),
+        };
+
         Ok(Config {
             endpoint,
             timeout: Duration::from_secs(timeout_secs),
@@ -266,6 +282,7 @@ impl Config {
             hide_key_types,
             max_id_len,
             disabled,
+            socket_peer,
         })
     }
 
@@ -307,9 +324,18 @@ mod tests {
     }
 
     #[test]
-    fn defaults_to_the_dev_socket_and_warnings_on_stderr() {
+    fn defaults_to_the_absolute_socket_and_warnings_on_stderr() {
         let c = Config::resolve(None, env_of(&[])).unwrap();
-        assert_eq!(c.endpoint, Endpoint::Unix(PathBuf::from(DEFAULT_SOCKET)));
+        assert_eq!(
+            c.endpoint,
+            Endpoint::Unix(PathBuf::from("/run/signerd/admin.sock"))
+        );
+        assert!(Path::new(DEFAULT_SOCKET).is_absolute());
+        assert_eq!(c.socket_peer, SocketPeer::RootOrOwner);
+        let c = Config::resolve(None, env_of(&[("SIGNERD_SERVER_UID", "998")])).unwrap();
+        assert_eq!(c.socket_peer, SocketPeer::Uid(998));
+        let e = Config::resolve(None, env_of(&[("SIGNERD_SERVER_UID", "signerd")])).unwrap_err();
+        assert!(e.0.contains("is not a uid"), "{e}");
         assert_eq!(c.log, LogTarget::Stderr);
         assert_eq!(c.log_level, LogLevel::Warn);
         assert_eq!(c.timeout, Duration::from_secs(15));

@@ -61,6 +61,15 @@ pub enum Error {
     /// The handle given to `C_SignInit` is not a usable key.
     #[error("not a signing key")]
     KeyHandleInvalid,
+    /// The key may not be used for this operation (e.g. verifying with a private key).
+    #[error("the key cannot be used for this function: {0}")]
+    KeyFunctionNotPermitted(&'static str),
+    /// The signature does not verify.
+    #[error("the signature is invalid")]
+    SignatureInvalid,
+    /// The signature has the wrong length for the key.
+    #[error("the signature has the wrong length for the key")]
+    SignatureLenRange,
     /// The key's type does not fit the mechanism.
     #[error("the key type does not fit the mechanism")]
     KeyTypeInconsistent,
@@ -132,6 +141,9 @@ pub enum Error {
         /// The admin RPC.
         call: Rpc,
     },
+    /// The object cannot be changed or destroyed this way; the message says why.
+    #[error("action prohibited: {0}")]
+    ActionProhibited(&'static str),
     /// A lock was poisoned by a panic in another call.
     #[error("internal state lock poisoned by an earlier panic")]
     LockPoisoned,
@@ -168,6 +180,9 @@ impl From<Error> for CK_RV {
             Error::ObjectHandleInvalid => CKR_OBJECT_HANDLE_INVALID,
             Error::KeyHandleInvalid => CKR_KEY_HANDLE_INVALID,
             Error::KeyTypeInconsistent => CKR_KEY_TYPE_INCONSISTENT,
+            Error::KeyFunctionNotPermitted(_) => CKR_KEY_FUNCTION_NOT_PERMITTED,
+            Error::SignatureInvalid => CKR_SIGNATURE_INVALID,
+            Error::SignatureLenRange => CKR_SIGNATURE_LEN_RANGE,
             Error::MechanismInvalid(_) => CKR_MECHANISM_INVALID,
             Error::MechanismParamInvalid(_) => CKR_MECHANISM_PARAM_INVALID,
             Error::OperationActive => CKR_OPERATION_ACTIVE,
@@ -189,6 +204,7 @@ impl From<Error> for CK_RV {
             Error::Refused { .. } => CKR_FUNCTION_FAILED,
             Error::NotFound { call: Rpc::Sign } => CKR_KEY_HANDLE_INVALID,
             Error::NotFound { .. } => CKR_OBJECT_HANDLE_INVALID,
+            Error::ActionProhibited(_) => CKR_ACTION_PROHIBITED,
             Error::LockPoisoned => CKR_GENERAL_ERROR,
             Error::General(_) => CKR_GENERAL_ERROR,
         }

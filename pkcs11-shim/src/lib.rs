@@ -28,3 +28,4 @@ pub mod log;
 pub mod mechanism;
 pub mod objects;
 pub mod template;
+pub mod verify;

@@ -45,21 +45,44 @@ pub fn offered(listed: &[MechanismInfo]) -> Vec<(CK_MECHANISM_TYPE, CK_MECHANISM
         }
         _ => 0,
     };
+    // RSA sizes as signerd enforces them, not as the token could make them (SoftHSM says
+    // 512-16384): a client that trusts the range gets no refusal it could not foresee.
+    let sizes = |key_type: KeyType, mut info: CK_MECHANISM_INFO| {
+        if key_type == KeyType::Rsa {
+            let (min, max) = rsa_bits_range();
+            info.ulMinKeySize = info.ulMinKeySize.max(min);
+            info.ulMaxKeySize = info.ulMaxKeySize.min(max);
+        }
+        info
+    };
     let mut out = Vec::new();
     for m in SignMechanism::ALL_CKM {
+        let Ok(parsed) = SignMechanism::from_ckm(m, Some(PssParams::NOTARY)) else {
+            continue;
+        };
         if let Some(raw) = raw_of(m).and_then(find) {
             let m = m as CK_MECHANISM_TYPE;
-            out.push((m, info(raw, CKF_SIGN | ec_flags(m))));
+            let i = info(raw, CKF_SIGN | CKF_VERIFY | ec_flags(m));
+            out.push((m, sizes(parsed.key_type(), i)));
         }
     }
     for key_type in KeyType::ALL {
         let gen = key_type.keygen_ckm();
         if let Some(i) = find(gen).or_else(|| find(key_type.raw_mechanism().ckm())) {
             let gen = gen as CK_MECHANISM_TYPE;
-            out.push((gen, info(i, CKF_GENERATE_KEY_PAIR | ec_flags(gen))));
+            let i = info(i, CKF_GENERATE_KEY_PAIR | ec_flags(gen));
+            out.push((gen, sizes(key_type, i)));
         }
     }
     out
+}
+
+/// The smallest and largest RSA modulus signerd makes and uses, in bits.
+pub fn rsa_bits_range() -> (CK_ULONG, CK_ULONG) {
+    let allowed = signerd_vocab::defaults::RSA_BITS_ALLOWED;
+    let min = allowed.iter().min().copied().unwrap_or(2048);
+    let max = allowed.iter().max().copied().unwrap_or(4096);
+    (min as CK_ULONG, max as CK_ULONG)
 }
 
 /// Parses `mechanism` and its parameter bytes (copied from `pParameter`).
@@ -286,6 +309,28 @@ mod tests {
                 CKM_EC_EDWARDS_KEY_PAIR_GEN
             ]
         );
+    }
+
+    #[test]
+    fn rsa_sizes_are_the_ones_signerd_enforces() {
+        let listed = [MechanismInfo {
+            mechanism: CKM_RSA_PKCS as u64,
+            min_key_bits: 512,
+            max_key_bits: 16384,
+            flags: CKF_SIGN as u64,
+        }];
+        let offered = offered(&listed);
+        assert!(!offered.is_empty());
+        for (m, info) in offered {
+            assert_eq!(
+                (info.ulMinKeySize, info.ulMaxKeySize),
+                (2048, 4096),
+                "mechanism {m:#x}"
+            );
+            if info.flags & CKF_SIGN != 0 {
+                assert_ne!(info.flags & CKF_VERIFY, 0, "verifies what it signs");
+            }
+        }
     }
 
     #[test]

@@ -55,9 +55,96 @@ pub struct ObjectView {
     subject: Option<Vec<u8>>,
     issuer: Option<Vec<u8>>,
     serial: Option<Vec<u8>>,
+    derived: bool,
+    session: Option<CK_SESSION_HANDLE>,
+}
+
+/// The objects signerd listed, each with the public key object of every private key that has
+/// none stored beside it (same `CKA_ID` and label): a client that finds a key's public half by
+/// `CKO_PUBLIC_KEY` + `CKA_ID` (securesystemslib's `HSMSigner`, python-pkcs11) finds one for
+/// every key whose public key is known. signerd knows it from the stored public key object or,
+/// for keys put into the token without one (a private key and its certificate, as PIV-style
+/// tools store them), from the certificate with the same `CKA_ID`, which this also copies onto
+/// the private key. The flag says which objects were derived.
+pub fn with_public_halves(mut objects: Vec<Object>) -> Vec<(Object, bool)> {
+    let class_of = |o: &Object| o.r#ref.as_ref().map(|r| r.class).unwrap_or_default();
+    let id_of = |o: &Object| o.r#ref.as_ref().map(|r| r.id.clone()).unwrap_or_default();
+    let certified: Vec<(Vec<u8>, i32, Vec<u8>)> = objects
+        .iter()
+        .filter(|o| class_of(o) == ObjectClass::Certificate as i32)
+        .filter(|o| !o.public_key_spki.is_empty())
+        .map(|o| (id_of(o), o.key_type, o.public_key_spki.clone()))
+        .collect();
+    for private in objects
+        .iter_mut()
+        .filter(|o| class_of(o) == ObjectClass::PrivateKey as i32 && o.public_key_spki.is_empty())
+    {
+        let id = id_of(private);
+        if let Some((_, _, spki)) = certified
+            .iter()
+            .find(|(cid, kt, _)| *cid == id && *kt == private.key_type)
+        {
+            private.public_key_spki = spki.clone();
+        }
+    }
+    let has_public = |private: &Object| {
+        objects.iter().any(|o| {
+            class_of(o) == ObjectClass::PublicKey as i32
+                && o.r#ref.as_ref().map(|r| (&r.id, &r.label))
+                    == private.r#ref.as_ref().map(|r| (&r.id, &r.label))
+        })
+    };
+    let derived: Vec<Object> = objects
+        .iter()
+        .filter(|o| class_of(o) == ObjectClass::PrivateKey as i32)
+        .filter(|o| !o.public_key_spki.is_empty() && !has_public(o))
+        .map(|private| {
+            let mut public = private.clone();
+            if let Some(r) = public.r#ref.as_mut() {
+                r.class = ObjectClass::PublicKey as i32;
+            }
+            public.sensitive = false;
+            public.extractable = true;
+            public.uri = String::new();
+            public
+        })
+        .collect();
+    objects
+        .into_iter()
+        .map(|o| (o, false))
+        .chain(derived.into_iter().map(|o| (o, true)))
+        .collect()
 }
 
 impl ObjectView {
+    /// The public key object derived from a private key's public half (no such object is
+    /// stored in the token, so it cannot be destroyed on its own).
+    pub fn derived(object: Object) -> ObjectView {
+        ObjectView {
+            derived: true,
+            ..ObjectView::new(object)
+        }
+    }
+
+    /// A session object (`CKA_TOKEN` false) kept in the shim's memory for `session`: public
+    /// keys and certificates a client creates for the session's life.
+    pub fn session_object(object: Object, session: CK_SESSION_HANDLE) -> ObjectView {
+        ObjectView {
+            session: Some(session),
+            ..ObjectView::new(object)
+        }
+    }
+
+    /// The session a session object belongs to; `None` for objects in signerd's token.
+    pub fn session(&self) -> Option<CK_SESSION_HANDLE> {
+        self.session
+    }
+
+    /// Whether the object exists only in the shim's view ([`ObjectView::derived`]).
+    pub fn is_derived(&self) -> bool {
+        self.derived
+    }
+
     /// Derives the PKCS#11 view of `object`. What cannot be derived is simply absent.
     pub fn new(object: Object) -> ObjectView {
         let oref = object.r#ref.clone().unwrap_or_default();
@@ -85,6 +172,8 @@ impl ObjectView {
             subject: None,
             issuer: None,
             serial: None,
+            derived: false,
+            session: None,
         };
         if let Ok(spki) = SubjectPublicKeyInfoRef::from_der(&view.object.public_key_spki) {
             let point = spki.subject_public_key.raw_bytes();
@@ -166,10 +255,10 @@ impl ObjectView {
         };
         match ty {
             CKA_CLASS => ulong(class),
-            CKA_TOKEN => flag(true),
+            CKA_TOKEN => flag(self.session.is_none()),
             CKA_PRIVATE => flag(private),
             CKA_MODIFIABLE | CKA_COPYABLE => flag(false),
-            CKA_DESTROYABLE => flag(true),
+            CKA_DESTROYABLE => flag(!self.derived),
             CKA_LABEL => AttrValue::Value(oref.label.into_bytes()),
             CKA_ID => AttrValue::Value(oref.id),
             CKA_PUBLIC_KEY_INFO if !self.object.public_key_spki.is_empty() => {
@@ -180,6 +269,9 @@ impl ObjectView {
                 None => AttrValue::Invalid,
             },
             CKA_DERIVE if is_key => flag(false),
+            // No key object of signerd's carries a subject name of its own.
+            CKA_SUBJECT if is_key => AttrValue::Value(Vec::new()),
+            CKA_KEY_GEN_MECHANISM if is_key => ulong(CK_UNAVAILABLE_INFORMATION),
             CKA_START_DATE | CKA_END_DATE if is_key => AttrValue::Value(Vec::new()),
             // What a private key can do, and how it is kept.
             CKA_SIGN if private => flag(true),
@@ -273,7 +365,12 @@ impl Default for ObjectTable {
 impl ObjectTable {
     /// The handle of `object` (a new one the first time it is seen), with its refreshed view.
     pub fn upsert(&mut self, object: Object) -> (CK_OBJECT_HANDLE, Arc<ObjectView>) {
-        let view = Arc::new(ObjectView::new(object));
+        self.upsert_view(ObjectView::new(object))
+    }
+
+    /// As [`ObjectTable::upsert`], for a view already made.
+    pub fn upsert_view(&mut self, view: ObjectView) -> (CK_OBJECT_HANDLE, Arc<ObjectView>) {
+        let view = Arc::new(view);
         let key = RefKey::from(&view.reference());
         let handle = match self.by_ref.get(&key) {
             Some(h) => *h,
@@ -288,6 +385,29 @@ impl ObjectTable {
         (handle, view)
     }
 
+    /// Adds a session object, which no reference of signerd's names: a new handle each time.
+    pub fn insert_session_object(&mut self, view: ObjectView) -> CK_OBJECT_HANDLE {
+        let h = self.next;
+        self.next += 1;
+        self.by_handle.insert(h, Arc::new(view));
+        h
+    }
+
+    /// The session objects, with their handles.
+    pub fn session_objects(&self) -> Vec<(CK_OBJECT_HANDLE, Arc<ObjectView>)> {
+        self.by_handle
+            .iter()
+            .filter(|(_, v)| v.session.is_some())
+            .map(|(h, v)| (*h, v.clone()))
+            .collect()
+    }
+
+    /// Drops the session objects of the sessions `closed` says are closed.
+    pub fn drop_session_objects(&mut self, closed: impl Fn(CK_SESSION_HANDLE) -> bool) {
+        self.by_handle
+            .retain(|_, v| v.session.is_none_or(|s| !closed(s)));
+    }
+
     /// The object behind `handle`.
     pub fn get(&self, handle: CK_OBJECT_HANDLE) -> Option<Arc<ObjectView>> {
         self.by_handle.get(&handle).cloned()
@@ -296,14 +416,17 @@ impl ObjectTable {
     /// Forgets `handle` (its object was destroyed).
     pub fn remove(&mut self, handle: CK_OBJECT_HANDLE) {
         if let Some(view) = self.by_handle.remove(&handle) {
-            self.by_ref.remove(&RefKey::from(&view.reference()));
+            if view.session.is_none() {
+                self.by_ref.remove(&RefKey::from(&view.reference()));
+            }
         }
     }
 
     /// Forgets the objects signerd no longer lists among `seen` for a search that covered
     /// every object (an unfiltered `FindObjects`).
     pub fn retain_seen(&mut self, seen: &[CK_OBJECT_HANDLE]) {
-        self.by_handle.retain(|h, _| seen.contains(h));
+        self.by_handle
+            .retain(|h, v| v.session.is_some() || seen.contains(h));
         self.by_ref.retain(|_, h| seen.contains(h));
     }
 }
@@ -373,6 +496,62 @@ mod tests {
         assert!(!view.matches(&[attr(CKA_ID, vec![3])]));
         assert!(!view.matches(&[attr(CKA_VALUE, vec![])]));
         assert!(view.matches(&[]));
+    }
+
+    #[test]
+    fn private_keys_without_a_stored_public_key_get_a_derived_one() {
+        let mut bare = object(ObjectClass::PrivateKey, &[2], "b");
+        let spki = std::mem::take(&mut bare.public_key_spki);
+        let mut certificate = object(ObjectClass::Certificate, &[2], "b-cert");
+        certificate.public_key_spki = spki;
+        let stored = vec![
+            object(ObjectClass::PrivateKey, &[1], "a"),
+            object(ObjectClass::PublicKey, &[1], "a"),
+            bare,
+            certificate,
+            // No public key known: nothing to derive.
+            Object {
+                public_key_spki: Vec::new(),
+                ..object(ObjectClass::PrivateKey, &[3], "c")
+            },
+        ];
+        let all = with_public_halves(stored);
+        assert_eq!(all.len(), 6);
+        let derived: Vec<_> = all.iter().filter(|(_, d)| *d).collect();
+        assert_eq!(
+            derived.len(),
+            1,
+            "only key 2 lacks a stored public half and has a certificate"
+        );
+        let view = ObjectView::derived(derived[0].0.clone());
+        assert_eq!(view.class(), Some(CKO_PUBLIC_KEY));
+        assert_eq!(view.attribute(CKA_ID), AttrValue::Value(vec![2]));
+        assert_eq!(view.attribute(CKA_PRIVATE), AttrValue::Value(vec![0]));
+        assert_eq!(view.attribute(CKA_DESTROYABLE), AttrValue::Value(vec![0]));
+        assert!(matches!(view.attribute(CKA_EC_POINT), AttrValue::Value(p) if p.len() == 67));
+        assert_eq!(view.attribute(CKA_VALUE), AttrValue::Invalid);
+    }
+
+    #[test]
+    fn session_objects_keep_their_handles_apart_and_go_with_their_session() {
+        let mut table = ObjectTable::default();
+        let (token, _) = table.upsert(object(ObjectClass::PublicKey, &[1], "a"));
+        let mine = table.insert_session_object(ObjectView::session_object(
+            object(ObjectClass::PublicKey, &[1], "a"),
+            7,
+        ));
+        assert_ne!(token, mine);
+        assert_eq!(
+            table.get(mine).unwrap().attribute(CKA_TOKEN),
+            AttrValue::Value(vec![0])
+        );
+        table.retain_seen(&[]);
+        assert!(
+            table.get(mine).is_some(),
+            "signerd's listing does not drop them"
+        );
+        table.drop_session_objects(|s| s == 7);
+        assert!(table.get(mine).is_none());
     }
 
     #[test]

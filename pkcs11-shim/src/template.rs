@@ -7,7 +7,8 @@
 use cryptoki_sys::*;
 use signerd_client::secret::ImportPrivateKeyRequest;
 use signerd_proto::admin::{
-    FindObjectsRequest, GenerateKeyPairRequest, KeyType, ObjectClass, StoreCertificateRequest,
+    FindObjectsRequest, GenerateKeyPairRequest, KeyType, Object, ObjectClass, ObjectRef,
+    StoreCertificateRequest,
 };
 use signerd_vocab::curve::{ED25519_PARAMS, ED25519_PARAMS_NAME, P256_PARAMS};
 use zeroize::Zeroizing;
@@ -128,24 +129,31 @@ pub fn find_request(template: &[Attr]) -> Result<Option<FindObjectsRequest>, Err
 /// What a `C_CreateObject` template makes.
 #[derive(Debug)]
 pub enum NewObject {
-    /// An X.509 certificate.
+    /// An X.509 certificate for signerd's token.
     Certificate(StoreCertificateRequest),
-    /// A private key to import (PKCS#8, wiped on drop).
+    /// A private key to import into signerd's token (PKCS#8, wiped on drop).
     PrivateKey(ImportPrivateKeyRequest),
+    /// A session object (`CKA_TOKEN` false) the shim keeps in its memory: a public key or a
+    /// certificate, described as signerd would describe it.
+    Session(Object),
 }
 
 /// Parses a `C_CreateObject` template. Accepts what the notary CLI sends, as ykcs11 does: a
 /// certificate with only `CKA_CLASS`, `CKA_VALUE` and `CKA_ID`, and a `CKK_ECDSA` private key
 /// as `CKA_EC_PARAMS` + `CKA_VALUE` (the scalar) with a `CKA_VENDOR_DEFINED` touch policy.
+/// Public keys and certificates with `CKA_TOKEN` false become session objects.
 pub fn new_object(template: &[Attr]) -> Result<NewObject, Error> {
     let class = get_ulong(template, CKA_CLASS)?.ok_or(Error::TemplateIncomplete("CKA_CLASS"))?;
-    if get_bool(template, CKA_TOKEN)? == Some(false) {
-        return Err(Error::AttributeValueInvalid(
-            "CKA_TOKEN=false: the shim keeps no session objects; every object lives in signerd's token".into(),
-        ));
-    }
+    // PKCS#11's default for CKA_TOKEN is false; the notary CLI (and ykcs11 with it) never
+    // sets it and means the token, so only an explicit false makes a session object.
+    let token = get_bool(template, CKA_TOKEN)?;
     let id = get(template, CKA_ID).unwrap_or_default().to_vec();
     let label = get_label(template)?.unwrap_or_default();
+    let reference = |class: ObjectClass| ObjectRef {
+        class: class as i32,
+        id: id.clone(),
+        label: label.clone(),
+    };
     match class {
         CKO_CERTIFICATE => {
             if let Some(ty) = get_ulong(template, CKA_CERTIFICATE_TYPE)? {
@@ -157,16 +165,50 @@ pub fn new_object(template: &[Attr]) -> Result<NewObject, Error> {
             }
             let der = get(template, CKA_VALUE)
                 .ok_or(Error::TemplateIncomplete("CKA_VALUE (the certificate DER)"))?;
-            <x509_cert::Certificate as der::Decode>::from_der(der).map_err(|e| {
+            let cert = <x509_cert::Certificate as der::Decode>::from_der(der).map_err(|e| {
                 Error::AttributeValueInvalid(format!("CKA_VALUE is not an X.509 certificate: {e}"))
             })?;
+            if token == Some(false) {
+                let spki = der::Encode::to_der(&cert.tbs_certificate.subject_public_key_info)
+                    .unwrap_or_default();
+                let key_type = spki_key_type(&spki);
+                return Ok(NewObject::Session(Object {
+                    r#ref: Some(reference(ObjectClass::Certificate)),
+                    key_type: key_type as i32,
+                    public_key_spki: spki,
+                    certificate_der: der.to_vec(),
+                    ..Object::default()
+                }));
+            }
             Ok(NewObject::Certificate(StoreCertificateRequest {
                 id,
                 label,
                 certificate_der: der.to_vec(),
             }))
         }
+        CKO_PUBLIC_KEY => {
+            if token == Some(true) {
+                return Err(Error::TemplateInconsistent(
+                    "CKA_TOKEN=true: signerd's token keeps a public key only beside its private key; create it with CKA_TOKEN=false (a session object in the shim's memory)".into(),
+                ));
+            }
+            let key_type = get_ulong(template, CKA_KEY_TYPE)?
+                .ok_or(Error::TemplateIncomplete("CKA_KEY_TYPE"))?;
+            let (key_type, spki, rsa_bits) = public_key_spki(key_type, template)?;
+            Ok(NewObject::Session(Object {
+                r#ref: Some(reference(ObjectClass::PublicKey)),
+                key_type: key_type as i32,
+                public_key_spki: spki,
+                rsa_bits,
+                ..Object::default()
+            }))
+        }
         CKO_PRIVATE_KEY => {
+            if token == Some(false) {
+                return Err(Error::TemplateInconsistent(
+                    "CKA_TOKEN=false: imported private keys live in signerd's token; import with CKA_TOKEN=true".into(),
+                ));
+            }
             let key_type = get_ulong(template, CKA_KEY_TYPE)?
                 .ok_or(Error::TemplateIncomplete("CKA_KEY_TYPE"))?;
             let (key_type, pkcs8_der) = private_key_pkcs8(key_type, template)?;
@@ -178,7 +220,90 @@ pub fn new_object(template: &[Attr]) -> Result<NewObject, Error> {
             }))
         }
         other => Err(Error::AttributeValueInvalid(format!(
-            "CKA_CLASS {other:#x}: only certificates and private keys can be created"
+            "CKA_CLASS {other:#x}: only certificates, public keys and private keys can be created"
+        ))),
+    }
+}
+
+/// The key type of a DER SubjectPublicKeyInfo signerd knows, by its algorithm.
+fn spki_key_type(spki: &[u8]) -> KeyType {
+    use rsa::pkcs8::DecodePublicKey;
+    if p256::PublicKey::from_public_key_der(spki).is_ok() {
+        KeyType::EcP256
+    } else if ed25519_dalek::VerifyingKey::from_public_key_der(spki).is_ok() {
+        KeyType::Ed25519
+    } else if rsa::RsaPublicKey::from_public_key_der(spki).is_ok() {
+        KeyType::Rsa
+    } else {
+        KeyType::Unspecified
+    }
+}
+
+/// `CKA_EC_POINT` as given: a DER OCTET STRING (PKCS#11's form) or, as many clients pass it,
+/// the bare point.
+fn ec_point(template: &[Attr]) -> Result<Vec<u8>, Error> {
+    let given = get(template, CKA_EC_POINT).ok_or(Error::TemplateIncomplete("CKA_EC_POINT"))?;
+    Ok(
+        match <der::asn1::OctetString as der::Decode>::from_der(given) {
+            Ok(octets) => octets.into_bytes(),
+            Err(_) => given.to_vec(),
+        },
+    )
+}
+
+/// The DER SubjectPublicKeyInfo of a public key given by its PKCS#11 attributes, with its
+/// key type and (RSA) modulus size.
+fn public_key_spki(
+    key_type: CK_KEY_TYPE,
+    template: &[Attr],
+) -> Result<(KeyType, Vec<u8>, u32), Error> {
+    use rsa::pkcs8::EncodePublicKey;
+    let encoded = |r: Result<der::Document, spki::Error>| {
+        r.map(|d| d.as_bytes().to_vec())
+            .map_err(|e| Error::General(format!("SubjectPublicKeyInfo encoding: {e}")))
+    };
+    match key_type {
+        CKK_EC => {
+            let params =
+                get(template, CKA_EC_PARAMS).ok_or(Error::TemplateIncomplete("CKA_EC_PARAMS"))?;
+            if params != P256_PARAMS {
+                return Err(Error::CurveNotSupported);
+            }
+            let key = p256::PublicKey::from_sec1_bytes(&ec_point(template)?).map_err(|_| {
+                Error::AttributeValueInvalid("CKA_EC_POINT is not a P-256 point".into())
+            })?;
+            Ok((KeyType::EcP256, encoded(key.to_public_key_der())?, 0))
+        }
+        CKK_EC_EDWARDS => {
+            if let Some(params) = get(template, CKA_EC_PARAMS) {
+                if params != ED25519_PARAMS && params != ED25519_PARAMS_NAME {
+                    return Err(Error::CurveNotSupported);
+                }
+            }
+            let point: [u8; 32] = ec_point(template)?.try_into().map_err(|_| {
+                Error::AttributeValueInvalid("an Ed25519 CKA_EC_POINT is 32 bytes".into())
+            })?;
+            let key = ed25519_dalek::VerifyingKey::from_bytes(&point).map_err(|_| {
+                Error::AttributeValueInvalid("CKA_EC_POINT is not an Ed25519 key".into())
+            })?;
+            Ok((KeyType::Ed25519, encoded(key.to_public_key_der())?, 0))
+        }
+        CKK_RSA => {
+            let part = |ty, name| {
+                get(template, ty)
+                    .map(rsa::BigUint::from_bytes_be)
+                    .ok_or(Error::TemplateIncomplete(name))
+            };
+            let key = rsa::RsaPublicKey::new(
+                part(CKA_MODULUS, "CKA_MODULUS")?,
+                part(CKA_PUBLIC_EXPONENT, "CKA_PUBLIC_EXPONENT")?,
+            )
+            .map_err(|e| Error::AttributeValueInvalid(format!("not an RSA public key: {e}")))?;
+            let bits = u32::try_from(rsa::traits::PublicKeyParts::n(&key).bits()).unwrap_or(0);
+            Ok((KeyType::Rsa, encoded(key.to_public_key_der())?, bits))
+        }
+        other => Err(Error::AttributeValueInvalid(format!(
+            "key type {other:#x}: the shim knows EC P-256, Ed25519 and RSA public keys"
         ))),
     }
 }
@@ -302,8 +427,18 @@ pub fn key_pair_request(
         },
         CKM_RSA_PKCS_KEY_PAIR_GEN => {
             let bits = get_ulong(public, CKA_MODULUS_BITS)?.unwrap_or(0);
-            request.rsa_bits =
-                u32::try_from(bits).map_err(|_| Error::KeySizeRange(format!("{bits} bits")))?;
+            let refused = || {
+                Error::KeySizeRange(format!(
+                    "{bits}-bit RSA: signerd makes RSA keys of {} bits",
+                    signerd_vocab::defaults::rsa_bits_choices()
+                ))
+            };
+            request.rsa_bits = u32::try_from(bits).map_err(|_| refused())?;
+            // 0: CKA_MODULUS_BITS not given, signerd's configured default.
+            if request.rsa_bits != 0 && !signerd_vocab::defaults::rsa_bits_allowed(request.rsa_bits)
+            {
+                return Err(refused());
+            }
             if let Some(e) = get(public, CKA_PUBLIC_EXPONENT) {
                 let trimmed: Vec<u8> = e.iter().copied().skip_while(|b| *b == 0).collect();
                 if trimmed != [0x01, 0x00, 0x01] {
@@ -362,6 +497,43 @@ mod tests {
             <p256::SecretKey as p256::pkcs8::DecodePrivateKey>::from_pkcs8_der(&req.pkcs8_der)
                 .unwrap();
         assert_eq!(parsed.to_bytes()[31], 5);
+    }
+
+    #[test]
+    fn public_keys_are_session_objects_with_their_spki() {
+        use p256::elliptic_curve::sec1::ToEncodedPoint;
+        let key = p256::SecretKey::from_slice(&[9u8; 32])
+            .unwrap()
+            .public_key();
+        let point = key.to_encoded_point(false).as_bytes().to_vec();
+        let wrapped =
+            der::Encode::to_der(&der::asn1::OctetStringRef::new(&point).unwrap()).unwrap();
+        for given in [wrapped, point] {
+            let template = vec![
+                ul(CKA_CLASS, CKO_PUBLIC_KEY),
+                ul(CKA_KEY_TYPE, CKK_EC),
+                Attr::new(CKA_EC_PARAMS, P256_PARAMS.to_vec()),
+                Attr::new(CKA_EC_POINT, given),
+            ];
+            let NewObject::Session(object) = new_object(&template).unwrap() else {
+                panic!("a session object")
+            };
+            assert_eq!(object.key_type, KeyType::EcP256 as i32);
+            let spki = <p256::PublicKey as p256::pkcs8::DecodePublicKey>::from_public_key_der(
+                &object.public_key_spki,
+            )
+            .unwrap();
+            assert_eq!(spki, key);
+        }
+        let token = vec![
+            ul(CKA_CLASS, CKO_PUBLIC_KEY),
+            Attr::new(CKA_TOKEN, vec![1]),
+            ul(CKA_KEY_TYPE, CKK_EC),
+        ];
+        assert!(matches!(
+            new_object(&token),
+            Err(Error::TemplateInconsistent(_))
+        ));
     }
 
     /// A self-signed certificate DER for `key`, made without extra dependencies.

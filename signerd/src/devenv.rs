@@ -53,7 +53,8 @@ pub const DEV_TOKEN_LABEL: &str = "signerd-dev";
 pub const DEFAULT_DEV_DIR: &str = ".signerd";
 
 /// The admin socket's file name in the development folder; with [`DEFAULT_DEV_DIR`] it is
-/// `signerd_vocab::DEFAULT_ADMIN_SOCKET`, where the admin CLI and the shim look by default.
+/// `signerd_vocab::DEV_ADMIN_SOCKET`, where the admin CLI looks when run from the same folder
+/// (the shim only when `SIGNERD_SOCKET` says so).
 pub const ADMIN_SOCKET_FILE: &str = "admin.sock";
 
 /// The dev token's SO PIN file in the development folder.
@@ -228,11 +229,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_dev_admin_socket_is_where_clients_look_by_default() {
+    fn the_dev_admin_socket_is_where_the_cli_looks_from_the_same_folder() {
         assert_eq!(
             Path::new(DEFAULT_DEV_DIR).join(ADMIN_SOCKET_FILE),
-            Path::new(signerd_vocab::DEFAULT_ADMIN_SOCKET)
+            Path::new(signerd_vocab::DEV_ADMIN_SOCKET)
         );
+        assert!(Path::new(signerd_vocab::DEFAULT_ADMIN_SOCKET).is_absolute());
     }
 
     #[test]

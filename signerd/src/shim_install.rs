@@ -165,8 +165,9 @@ pub fn install(module: &Path, prefix: Option<&Path>, force: bool) -> Result<Vec<
             ));
         }
         said.push(format!(
-            "the notary CLI now keeps root keys in signerd's token (set SIGNERD_SOCKET for its admin socket; default {})",
-            signerd_vocab::DEFAULT_ADMIN_SOCKET
+            "the notary CLI now keeps root keys in signerd's token (set SIGNERD_SOCKET for its admin socket; default {}, the dev setup's is $PWD/{})",
+            signerd_vocab::DEFAULT_ADMIN_SOCKET,
+            signerd_vocab::DEV_ADMIN_SOCKET
         ));
     } else {
         said.push(format!(

@@ -2,7 +2,7 @@
 //! snapshot.
 
 use cryptoki_sys::*;
-use signerd_proto::admin::{FindObjectsRequest, FindObjectsResponse};
+use signerd_proto::admin::{FindObjectsRequest, FindObjectsResponse, ObjectClass};
 
 use super::login::Login;
 use super::Shim;
@@ -26,10 +26,15 @@ impl Shim {
         let user = self.login_of(s.slot)? == Some(Login::User);
         let handles = match template::find_request(template)? {
             None => Vec::new(),
-            Some(request) => {
+            Some(mut request) => {
                 let everything = request == FindObjectsRequest::default();
+                // A key's public half may be derived from its private key (see
+                // `with_public_halves`), so a search for public keys asks for both.
+                if request.class == ObjectClass::PublicKey as i32 {
+                    request.class = ObjectClass::Unspecified as i32;
+                }
                 let found: FindObjectsResponse = self.bridge.call(request)?;
-                let found = self.remember(found.objects)?;
+                let found = self.remember_found(found.objects)?;
                 if everything {
                     let seen: Vec<_> = found.iter().map(|(h, _)| *h).collect();
                     self.objects.lock()?.retain_seen(&seen);
@@ -42,6 +47,17 @@ impl Shim {
                     .collect()
             }
         };
+        let mut handles = handles;
+        if template::find_request(template)?.is_some() {
+            let local = self.objects.lock()?.session_objects();
+            handles.extend(
+                local
+                    .into_iter()
+                    .filter(|(_, v)| user || !v.is_private())
+                    .filter(|(_, v)| v.matches(template))
+                    .map(|(h, _)| h),
+            );
+        }
         s.find = Some(FindState { handles, next: 0 });
         Ok(())
     }

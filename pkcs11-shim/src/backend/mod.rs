@@ -13,6 +13,7 @@ mod objects;
 mod sessions;
 mod sign;
 mod slots;
+mod verify;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};

@@ -14,7 +14,7 @@ use super::login::Login;
 use super::Shim;
 use crate::error::Error;
 use crate::log::shim_log;
-use crate::objects::{AttrValue, ObjectView};
+use crate::objects::{with_public_halves, AttrValue, ObjectView};
 use crate::template::{self, Attr, NewObject};
 
 impl Shim {
@@ -57,6 +57,25 @@ impl Shim {
         Ok(objects.into_iter().map(|o| table.upsert(o)).collect())
     }
 
+    /// Records the objects a search found, with the public halves derived for private keys
+    /// that have none stored.
+    pub(super) fn remember_found(
+        &self,
+        objects: Vec<Object>,
+    ) -> Result<Vec<(CK_OBJECT_HANDLE, Arc<ObjectView>)>, Error> {
+        let mut table = self.objects.lock()?;
+        Ok(with_public_halves(objects)
+            .into_iter()
+            .map(|(o, derived)| {
+                table.upsert_view(if derived {
+                    ObjectView::derived(o)
+                } else {
+                    ObjectView::new(o)
+                })
+            })
+            .collect())
+    }
+
     /// `C_GetAttributeValue`: one answer per requested type.
     pub fn attributes(
         &self,
@@ -90,10 +109,26 @@ impl Shim {
         handle: CK_SESSION_HANDLE,
         template: &[Attr],
     ) -> Result<CK_OBJECT_HANDLE, Error> {
-        self.writable(handle)?;
         let object = match template::new_object(template)? {
-            NewObject::Certificate(request) => self.bridge.call(request)?,
+            NewObject::Session(object) => {
+                // Session objects may be made in read-only sessions, and public ones without
+                // a login (PKCS#11 2.40 section 6.7.1).
+                self.session(handle)?;
+                let view = ObjectView::session_object(object, handle);
+                let h = self.objects.lock()?.insert_session_object(view);
+                shim_log!(
+                    Info,
+                    "C_CreateObject",
+                    "session object {h} for session {handle}"
+                );
+                return Ok(h);
+            }
+            NewObject::Certificate(request) => {
+                self.writable(handle)?;
+                self.bridge.call(request)?
+            }
             NewObject::PrivateKey(request) => {
+                self.writable(handle)?;
                 let response: ImportPrivateKeyResponse = self.bridge.call(request)?;
                 if let Some(public) = response.public_key {
                     self.remember(vec![public])?;
@@ -154,8 +189,18 @@ impl Shim {
         handle: CK_SESSION_HANDLE,
         object: CK_OBJECT_HANDLE,
     ) -> Result<(), Error> {
-        let (slot, _) = self.writable(handle)?;
+        let slot = self.session(handle)?.lock()?.slot;
         let view = self.visible_object(slot, object)?;
+        if view.session().is_some() {
+            self.objects.lock()?.remove(object);
+            return Ok(());
+        }
+        self.writable(handle)?;
+        if view.is_derived() {
+            return Err(Error::ActionProhibited(
+                "this public key is the public half of a private key in signerd's token, not an object of its own: destroy the private key",
+            ));
+        }
         let _: DestroyObjectResponse = self.bridge.call(DestroyObjectRequest {
             r#ref: Some(view.reference()),
         })?;

@@ -8,6 +8,7 @@ use cryptoki_sys::*;
 use super::find::FindState;
 use super::login::Login;
 use super::sign::SignState;
+use super::verify::VerifyState;
 use super::Shim;
 use crate::error::Error;
 use crate::log::shim_log;
@@ -18,6 +19,7 @@ pub(super) struct Session {
     pub(super) read_write: bool,
     pub(super) find: Option<FindState>,
     pub(super) sign: Option<SignState>,
+    pub(super) verify: Option<VerifyState>,
 }
 
 #[derive(Default)]
@@ -60,6 +62,7 @@ impl Shim {
                 read_write,
                 find: None,
                 sign: None,
+                verify: None,
             })),
         );
         shim_log!(
@@ -85,6 +88,8 @@ impl Shim {
         if !others {
             self.logins.lock()?.remove(&slot);
         }
+        drop(table);
+        self.objects.lock()?.drop_session_objects(|s| s == handle);
         Ok(())
     }
 
@@ -98,10 +103,30 @@ impl Shim {
                 doomed.push(*h);
             }
         }
-        for h in doomed {
-            table.open.remove(&h);
+        for h in &doomed {
+            table.open.remove(h);
         }
         self.logins.lock()?.remove(&slot);
+        drop(table);
+        self.objects
+            .lock()?
+            .drop_session_objects(|s| doomed.contains(&s));
+        Ok(())
+    }
+
+    /// `C_SessionCancel` (PKCS#11 3.0): ends the operations `flags` names.
+    pub fn session_cancel(&self, handle: CK_SESSION_HANDLE, flags: CK_FLAGS) -> Result<(), Error> {
+        let session = self.session(handle)?;
+        let mut s = session.lock()?;
+        if flags & CKF_SIGN != 0 {
+            s.sign = None;
+        }
+        if flags & CKF_VERIFY != 0 {
+            s.verify = None;
+        }
+        if flags & CKF_FIND_OBJECTS != 0 {
+            s.find = None;
+        }
         Ok(())
     }
 

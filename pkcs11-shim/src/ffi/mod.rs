@@ -5,7 +5,7 @@
 //! `From<Error> for CK_RV`. Bodies check every pointer and length first ([`args`]), copy what
 //! they read into owned Rust values, and hand those to the safe [`crate::backend`]. The exports
 //! live in one file per function family, as PKCS#11 groups them: [`general`], [`slot`],
-//! [`session`], [`object`], [`sign`], [`key`], and the ones the shim does not offer in
+//! [`session`], [`object`], [`sign`], [`verify`], [`key`], and the ones the shim does not offer in
 //! [`unsupported`].
 #![allow(unsafe_code)]
 #![allow(non_snake_case)]
@@ -84,12 +84,14 @@ macro_rules! not_supported {
 
 mod args;
 mod general;
+mod interface;
 mod key;
 mod object;
 mod session;
 mod sign;
 mod slot;
 mod unsupported;
+mod verify;
 
 use args::out;
 use general::*;
@@ -99,6 +101,7 @@ use session::*;
 use sign::*;
 use slot::*;
 use unsupported::*;
+use verify::*;
 
 // === the function list ===
 

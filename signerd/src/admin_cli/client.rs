@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
-use signerd_client::{Call, Client, Endpoint, Options, Refusal, SetupError, TlsEndpoint, TlsFile};
+use signerd_client::{
+    Call, Client, Endpoint, Options, Refusal, SetupError, SocketPeer, TlsEndpoint, TlsFile,
+};
 use signerd_proto::admin as pb;
 
 use super::{CliError, Exit};
@@ -17,7 +19,7 @@ use super::{CliError, Exit};
 /// Where signerd's admin API is.
 #[derive(Clone, Debug, Args)]
 pub struct ConnectArgs {
-    /// The admin socket [default: .signerd/admin.sock, where `signerd serve` with no config serves it].
+    /// The admin socket [default: /run/signerd/admin.sock; when that is absent, .signerd/admin.sock of `signerd serve` with no config in this folder, if served by your own uid].
     #[arg(long, global = true, value_name = "PATH", env = "SIGNERD_SOCKET")]
     pub socket: Option<PathBuf>,
     /// Use the mTLS port instead (HOST:PORT), with --cert/--key-file of an admin client.
@@ -37,8 +39,21 @@ pub struct ConnectArgs {
     pub server_name: String,
 }
 
-/// Default admin socket: where the embedded dev default serves it.
+/// Default admin socket: absolute, where a system signerd serves it.
 pub const DEFAULT_SOCKET: &str = signerd_vocab::DEFAULT_ADMIN_SOCKET;
+
+/// The socket and who must serve it when `--socket` is not given: [`DEFAULT_SOCKET`]; when that
+/// does not exist, the dev default's socket in this folder, trusted only when the process
+/// serving it runs as this user (or root), never one someone else planted here.
+fn default_socket() -> (PathBuf, SocketPeer) {
+    let system = PathBuf::from(DEFAULT_SOCKET);
+    let dev = PathBuf::from(signerd_vocab::DEV_ADMIN_SOCKET);
+    if !system.exists() && dev.exists() {
+        (dev, SocketPeer::Uid(nix::unistd::getuid().as_raw()))
+    } else {
+        (system, SocketPeer::RootOrOwner)
+    }
+}
 
 /// Longest one admin call may take: generating an RSA key in a slow token takes a while.
 const CALL_DEADLINE: Duration = Duration::from_secs(120);
@@ -57,16 +72,18 @@ impl AdminClient {
             .enable_all()
             .build()
             .map_err(|e| CliError::new(Exit::Failed, format!("cannot start a runtime: {e}")))?;
+        let mut socket_peer = SocketPeer::Any;
         let (endpoint, target) = match &args.addr {
             Some(addr) => (
                 tls_endpoint(args, addr)?,
                 format!("signerd's mTLS port {addr}"),
             ),
             None => {
-                let path = args
-                    .socket
-                    .clone()
-                    .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
+                let (path, peer) = match &args.socket {
+                    Some(path) => (path.clone(), SocketPeer::RootOrOwner),
+                    None => default_socket(),
+                };
+                socket_peer = peer;
                 (
                     socket_endpoint(&path)?,
                     format!("signerd's admin socket {}", path.display()),
@@ -77,6 +94,7 @@ impl AdminClient {
             endpoint,
             Options {
                 deadline: CALL_DEADLINE,
+                socket_peer,
                 ..Options::default()
             },
         );
@@ -177,7 +195,7 @@ fn socket_endpoint(path: &Path) -> Result<Endpoint, CliError> {
             format!("signerd's admin socket {} does not exist", absolute.display()),
         )
         .hint(
-            "start signerd (`signerd serve`; with no config it serves .signerd/admin.sock), or point --socket / SIGNERD_SOCKET at its admin.socket",
+            "start signerd (`signerd serve`; with no config it serves .signerd/admin.sock, found from the same folder), or point --socket / SIGNERD_SOCKET at its admin.socket",
         ));
     }
     Ok(Endpoint::Unix(absolute))
@@ -214,6 +232,7 @@ fn client_error(what: &str, target: &str, e: signerd_client::Error) -> CliError 
                 format!("cannot read --{flag} {}: {source}", path.display()),
             )
         }
+        E::Setup(SetupError::Untrusted(why)) => CliError::new(Exit::Denied, why),
         E::Setup(setup) => CliError::new(Exit::BadInput, format!("{target}: {setup}")),
         E::NotReached { .. } if e.io_error_kind() == Some(io::ErrorKind::PermissionDenied) => {
             CliError::new(Exit::Denied, format!("{what}: {e}")).hint(

@@ -150,4 +150,6 @@ fn openssl_verifies(args: &[&str]) {
 mod notary_cli;
 mod openssl;
 mod pkcs11_tool;
+mod public_keys;
 mod restart;
+mod trusted_socket;
