@@ -22,4 +22,5 @@ mod systemd_unit;
 mod thread_bound;
 mod trust_pinning;
 mod trust_pinning_doc;
+mod tuf_python;
 mod wire;
