@@ -23,6 +23,8 @@ PACKAGES=(
   iproute2                  # ip: loopback up in the docs test's private network namespace
   curl                      # docs/trust-pinning.md waits for notary-server's health with it
   postgresql                # a throwaway cluster for notary-signer's key database (migration)
+  mariadb-server            # a throwaway MariaDB server for notary-signer's MySQL key store (migration)
+  python3-venv              # python-tuf and securesystemslib (pip, in a venv) sign TUF metadata through the shim
 )
 
 missing=()

@@ -60,9 +60,16 @@ pub enum MigrateCommand {
 /// `signerd migrate notary-signer`: the database, and the token the keys go into.
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
-    /// notary-signer's storage.db_url, e.g. postgres://signer@127.0.0.1:5432/notarysigner?sslmode=disable
+    /// notary-signer's storage.db_url, e.g. postgres://signer@127.0.0.1:5432/notarysigner?sslmode=disable or signer:PASSWORD@tcp(127.0.0.1:3306)/notarysigner?parseTime=True
     #[arg(long, value_name = "URL", env = "NOTARY_SIGNER_STORAGE_DB_URL")]
     pub db_url: String,
+    /// notary-signer's storage.backend (mysql or postgres) [default: from the URL's shape].
+    #[arg(long, value_name = "BACKEND", env = "NOTARY_SIGNER_STORAGE_BACKEND")]
+    pub backend: Option<String>,
+    /// CA certificates (PEM) for a verified TLS connection to the database (MySQL tls=true;
+    /// PostgreSQL sslmode=verify-ca/verify-full without sslrootcert).
+    #[arg(long, value_name = "FILE")]
+    pub db_ca_file: Option<PathBuf>,
     /// List what would move; change nothing.
     #[arg(long)]
     pub dry_run: bool,

@@ -11,8 +11,22 @@ use crate::cli::MigrateArgs;
 use crate::config::{ConfigError, FileConfig, LogFormat, Settings};
 use crate::startup::StartupError;
 
+use super::source::{Backend, KeyDatabase};
+
 /// Runs the migration; the exit code says whether every key is in the token.
 pub fn notary_signer(args: &MigrateArgs) -> ExitCode {
+    let backend = match args
+        .backend
+        .as_deref()
+        .map(str::parse::<Backend>)
+        .transpose()
+    {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("signerd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let config = match token_config(args) {
         Ok(c) => c,
         Err(e) => return e.report(),
@@ -28,7 +42,12 @@ pub fn notary_signer(args: &MigrateArgs) -> ExitCode {
             .filter(|p| !p.is_empty())
             .map(SecretString::from)
     };
-    let result = super::migrate_notary_signer(&args.db_url, &token, args.dry_run, &passphrase);
+    let db = KeyDatabase {
+        backend,
+        db_url: args.db_url.clone(),
+        ca_file: args.db_ca_file.clone(),
+    };
+    let result = super::migrate_notary_signer(&db, &token, args.dry_run, &passphrase);
     token.close();
     let reports = match result {
         Ok(r) => r,

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use signerd_token::{KeyAlgorithm, KeyId, PrivateKeyImport, Token, TokenError};
 
 use self::decrypt::{passphrase_env, private_key_pkcs8};
-use self::source::SignerKeyRow;
+use self::source::{KeyDatabase, SignerKeyRow};
 
 /// Why a key (or the whole migration) could not be moved. Each says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -115,16 +115,16 @@ pub struct KeyReport {
     pub outcome: KeyOutcome,
 }
 
-/// Migrates every live row of the database at `db_url` into `token`, or, with `dry_run`,
+/// Migrates every live row of notary-signer's database `db` into `token`, or, with `dry_run`,
 /// says what would move. `passphrase` gives the passphrase of an alias (the CLI reads
 /// `NOTARY_SIGNER_<ALIAS>`). Fails as a whole only when the database cannot be read.
 pub fn migrate_notary_signer(
-    db_url: &str,
+    db: &KeyDatabase,
     token: &Token,
     dry_run: bool,
     passphrase: &dyn Fn(&str) -> Option<SecretString>,
 ) -> Result<Vec<KeyReport>, MigrateError> {
-    let rows = source::read_rows(db_url)?;
+    let rows = source::read_rows(db)?;
     Ok(rows
         .into_iter()
         .map(|row| {

@@ -28,4 +28,5 @@ mod token_faults;
 mod tls_reload;
 mod trust_pinning;
 mod trust_pinning_doc;
+mod tuf_python;
 mod wire;
