@@ -28,6 +28,11 @@ pub const MAX_CONNECTIONS_PER_PEER: u64 = 128;
 /// How long a connection may stay silent (not even answering keepalive pings) before it is
 /// closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Largest request message of the admin API, in bytes: as the Notary port, so data the shim
+/// signs in one call is never cut shorter than a Go gRPC client would allow.
+pub const ADMIN_MAX_MESSAGE_BYTES: u64 = 4 * 1024 * 1024;
+/// Most async runtime threads `server.runtime_threads` may ask for.
+pub const RUNTIME_THREADS_MAX: u64 = 256;
 /// The log format.
 pub const LOG_FORMAT: &str = "human";
 /// The log filter.
@@ -79,6 +84,7 @@ mod tests {
             ("server.max_connections", MAX_CONNECTIONS),
             ("server.max_connections_per_peer", MAX_CONNECTIONS_PER_PEER),
             ("server.idle_timeout_secs", IDLE_TIMEOUT.as_secs()),
+            ("admin.max_message_bytes", ADMIN_MAX_MESSAGE_BYTES),
         ] {
             assert_eq!(readme_default(field), value.to_string(), "{field}");
         }
