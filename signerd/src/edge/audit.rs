@@ -114,9 +114,8 @@ impl OpFacts {
     }
 
     /// The rule that allowed the call.
-    pub fn rule(&self, rule: impl Into<String>) {
-        let rule = rule.into();
-        self.with(|f| f.rule = Some(rule));
+    pub fn rule(&self, rule: &str) {
+        self.with(|f| set_text(&mut f.rule, rule));
     }
 
     /// A policy refused the call (by `rule`, when one decided).

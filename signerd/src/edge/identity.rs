@@ -346,7 +346,7 @@ mod tests {
             // tonic hands each request a clone of the connection's info.
             let mut request = http::Request::new(());
             request.extensions_mut().insert(peer.clone());
-            let _ = svc.call(request);
+            drop(svc.call(request));
         }
         assert_eq!(
             NAMES_MADE.with(|n| n.get()) - made,
