@@ -65,10 +65,8 @@ fn serve(args: &ServeArgs) -> Result<(), StartupError> {
         // Keep running: health says NOT_SERVING and requests say why until the token is back.
         Err(e) => tracing::error!(error = %e, "token not usable yet; serving errors until it is"),
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(StartupError::Runtime)?;
+    let runtime =
+        crate::server::runtime(settings.runtime_threads).map_err(StartupError::Runtime)?;
     let keys = KeyStore::new(token)
         .map_err(|e| StartupError::Server(format!("cannot start the token workers: {e}")))?;
     let audit = crate::audit::open_trail(settings.audit.as_ref(), &keys)

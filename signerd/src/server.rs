@@ -63,6 +63,38 @@ pub fn spawn_policy_reload(
     })
 }
 
+/// The async runtime: `threads` workers (default: one per CPU signerd may run on, so a signerd
+/// pinned to one core runs one), and a small blocking pool. Token work runs on the token
+/// workers, not here, so the pool only serves the rare blocking call (a file read); tokio's
+/// default of 512 threads would only hide a mistake.
+pub fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let threads = threads.unwrap_or_else(available_cpus);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
+        .thread_name("signerd-rt")
+        .enable_all()
+        .build()
+}
+
+/// Threads of the runtime's blocking pool.
+pub const MAX_BLOCKING_THREADS: usize = 4;
+
+/// The CPUs this process may run on (its affinity mask and cgroup quota, as the standard
+/// library reads them).
+pub fn available_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+/// HTTP/2 flow-control windows. notary-server keeps ONE connection open and sends every call
+/// on it, so the connection window is what many streams share: 4 MiB lets a full-size
+/// message (4 MiB) or dozens of calls be in flight without a WINDOW_UPDATE round trip. Fixed,
+/// not adaptive: adaptive windows send BDP pings on a busy connection, CPU for nothing on
+/// loopback or a LAN, where notary-server runs.
+pub const CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
+/// The per-stream window: a 1 MiB message flows without a round trip.
+pub const STREAM_WINDOW: u32 = 1024 * 1024;
+
 /// Binds `listen` (so "address in use" is reported before anything else starts).
 pub async fn bind(listen: SocketAddr) -> Result<TcpListener, String> {
     TcpListener::bind(listen).await.map_err(|e| {
@@ -86,9 +118,16 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let in_flight = edge.in_flight().clone();
+    tracing::info!(
+        runtime_threads = tokio::runtime::Handle::current().metrics().num_workers(),
+        cpus = available_cpus(),
+        "async runtime ready"
+    );
     let signer = NotarySigner::new(keys.clone());
-    let admin_on_tls = admin.as_ref().and_then(|a| a.tls_service(&keys, &edge));
-    let mut admin_socket = admin.and_then(|a| a.spawn_socket(&keys, &edge));
+    let admin_on_tls = admin
+        .as_ref()
+        .and_then(|a| a.tls_service(&keys, &edge, &limits));
+    let mut admin_socket = admin.and_then(|a| a.spawn_socket(&keys, &edge, &limits));
     let max = limits.max_message_bytes;
     // Keepalive pings at a third of the idle timeout: a live peer answers them, so only a
     // silent one reaches the timeout.
@@ -98,6 +137,9 @@ pub async fn serve(
         .timeout(limits.request_timeout)
         .http2_keepalive_interval(Some(ping))
         .http2_keepalive_timeout(Some(ping))
+        .http2_adaptive_window(Some(false))
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .initial_stream_window_size(STREAM_WINDOW)
         .layer(GoSizeStatusLayer)
         .add_service(edge.wrap(
             Port::Notary,

@@ -398,10 +398,7 @@ pub async fn accept_loop(
                         .and_then(|leaf| CertIdentity::decode(leaf.as_ref()))
                         .map(Caller::Certificate)
                         .unwrap_or(Caller::Unknown);
-                    let info = PeerInfo {
-                        remote,
-                        caller: Arc::new(caller),
-                    };
+                    let info = PeerInfo::new(remote, caller);
                     let silence = Box::pin(tokio::time::sleep(idle_timeout));
                     let stream = PeerStream {
                         inner: tls,

@@ -12,6 +12,8 @@ use super::login::LoginPins;
 use super::service::TokenAdminService;
 use super::socket::SocketFile;
 use crate::audit::Port;
+use crate::config::Limits;
+use crate::edge::limits::GoSizeStatusLayer;
 use crate::edge::{Edge, Edged};
 use crate::keys::KeyStore;
 
@@ -39,29 +41,44 @@ impl AdminServing {
         AdminServing { pins, socket }
     }
 
-    fn stack(&self, keys: &KeyStore, edge: &Edge) -> AdminStack {
+    /// The admin service, its messages held to the admin port's own limit (it takes imported
+    /// keys, certificates and data the shim signs, unlike the Notary port).
+    fn stack(&self, keys: &KeyStore, edge: &Edge, limits: &Limits) -> AdminStack {
         let service = TokenAdminService::new(keys.clone(), self.pins.clone())
             .with_status(super::status::StatusSources::of(edge));
-        edge.wrap(Port::Admin, TokenAdminServer::new(service))
+        edge.wrap(
+            Port::Admin,
+            TokenAdminServer::new(service)
+                .max_decoding_message_size(limits.admin_max_message_bytes),
+        )
     }
 
     /// The service for the mTLS port, when a rule (or `admin.admin_clients`) names client
     /// certificates for the admin port at startup.
-    pub fn tls_service(&self, keys: &KeyStore, edge: &Edge) -> Option<AdminStack> {
+    pub fn tls_service(&self, keys: &KeyStore, edge: &Edge, limits: &Limits) -> Option<AdminStack> {
         edge.policy()
             .current()
             .admin_on_tls()
-            .then(|| self.stack(keys, edge))
+            .then(|| self.stack(keys, edge, limits))
     }
 
-    /// Starts serving on the socket (if bound); stop it with [`SocketServer::stop_accepting`].
-    pub fn spawn_socket(self, keys: &KeyStore, edge: &Edge) -> Option<SocketServer> {
-        let service = self.stack(keys, edge);
+    /// Starts serving on the socket (if bound), with the same stream cap, call timeout and
+    /// size answer as the mTLS port; stop it with [`SocketServer::stop_accepting`].
+    pub fn spawn_socket(
+        self,
+        keys: &KeyStore,
+        edge: &Edge,
+        limits: &Limits,
+    ) -> Option<SocketServer> {
+        let service = self.stack(keys, edge, limits);
         let (listener, file) = self.socket?;
         tracing::info!(socket = %file.path().display(), policy = %edge.policy().current().describe(), "admin API on the Unix socket");
         let (drain, drained) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(
             Server::builder()
+                .max_concurrent_streams(limits.max_concurrent_streams)
+                .timeout(limits.request_timeout)
+                .layer(GoSizeStatusLayer)
                 .add_service(service)
                 .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
                     let _ = drained.await;

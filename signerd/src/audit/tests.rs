@@ -78,9 +78,9 @@ fn record(n: usize) -> AuditRecord {
         } else {
             Port::Admin
         },
-        identity: format!("CN=client-{n},O=test"),
+        identity: format!("CN=client-{n},O=test").into(),
         method: "Sign".into(),
-        key_id: Some(format!("{n:064x}")),
+        key_id: Some(format!("{n:064x}").into()),
         gun: Some("example.com/app".into()),
         role: Some("timestamp".into()),
         algorithm: Some("ecdsa".into()),

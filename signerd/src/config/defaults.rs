@@ -33,6 +33,11 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 pub const UNAVAILABLE_AFTER: Duration = signerd_token::DEFAULT_UNAVAILABLE_AFTER;
 /// Most `token.unavailable_after_ms` may be: a request should not hang on a missing token.
 pub const UNAVAILABLE_AFTER_MAX: Duration = Duration::from_secs(60);
+/// Largest request message of the admin API, in bytes: as the Notary port, so data the shim
+/// signs in one call is never cut shorter than a Go gRPC client would allow.
+pub const ADMIN_MAX_MESSAGE_BYTES: u64 = 4 * 1024 * 1024;
+/// Most async runtime threads `server.runtime_threads` may ask for.
+pub const RUNTIME_THREADS_MAX: u64 = 256;
 /// The log format.
 pub const LOG_FORMAT: &str = "human";
 /// The log filter.
@@ -88,6 +93,7 @@ mod tests {
             ("server.max_connections", MAX_CONNECTIONS),
             ("server.max_connections_per_peer", MAX_CONNECTIONS_PER_PEER),
             ("server.idle_timeout_secs", IDLE_TIMEOUT.as_secs()),
+            ("admin.max_message_bytes", ADMIN_MAX_MESSAGE_BYTES),
         ] {
             assert_eq!(readme_default(field), value.to_string(), "{field}");
         }

@@ -76,6 +76,8 @@ pub struct ServerSection {
     pub max_connections_per_peer: Option<u64>,
     /// Seconds a connection may stay silent (not even answering keepalive pings) before it is closed.
     pub idle_timeout_secs: Option<u64>,
+    /// Threads of the async runtime (TLS, HTTP/2, the edge) [default: the CPUs signerd may run on].
+    pub runtime_threads: Option<u64>,
 }
 
 impl ServerSection {
@@ -94,6 +96,7 @@ impl ServerSection {
             ("max_connections", FieldKind::Number),
             ("max_connections_per_peer", FieldKind::Number),
             ("idle_timeout_secs", FieldKind::Number),
+            ("runtime_threads", FieldKind::Number),
         ],
     };
 }
@@ -168,6 +171,9 @@ pub struct AdminSection {
     pub user_pin_file: Option<PathBuf>,
     /// File holding the PIN an SO `Login` must give [default: SO login refused].
     pub so_pin_file: Option<PathBuf>,
+    /// Largest request message of the admin API (imported keys, certificates, data the shim
+    /// signs), in bytes.
+    pub max_message_bytes: Option<u64>,
 }
 
 impl AdminSection {
@@ -181,6 +187,7 @@ impl AdminSection {
             ("admin_clients", FieldKind::TextList),
             ("user_pin_file", FieldKind::Text),
             ("so_pin_file", FieldKind::Text),
+            ("max_message_bytes", FieldKind::Number),
         ],
     };
 }
@@ -240,6 +247,7 @@ impl FileConfig {
         set(&mut s.max_connections, t.max_connections);
         set(&mut s.max_connections_per_peer, t.max_connections_per_peer);
         set(&mut s.idle_timeout_secs, t.idle_timeout_secs);
+        set(&mut s.runtime_threads, t.runtime_threads);
         let (k, t) = (&mut self.token, top.token);
         if t.pin_file.is_some() || t.pin_env.is_some() {
             k.pin_file = t.pin_file;
@@ -294,6 +302,7 @@ mod tests {
                 max_connections: Some(1),
                 max_connections_per_peer: Some(1),
                 idle_timeout_secs: Some(1),
+                runtime_threads: Some(1),
             },
             token: TokenSection {
                 uri: Some("a".into()),
@@ -314,6 +323,7 @@ mod tests {
                 admin_clients: Some(vec!["a".into()]),
                 user_pin_file: Some("a".into()),
                 so_pin_file: Some("a".into()),
+                max_message_bytes: Some(1),
             },
             audit: crate::config::audit::AuditSection {
                 path: Some("a".into()),

@@ -109,6 +109,8 @@ pub struct Settings {
     pub limits: Limits,
     /// Where Prometheus metrics are served; `None`: nowhere.
     pub metrics: Option<SocketAddr>,
+    /// Async runtime threads; `None`: as many as the CPUs signerd may run on.
+    pub runtime_threads: Option<usize>,
 }
 
 /// What one client may ask of the gRPC port: message size, streams, time, connections.
@@ -126,6 +128,8 @@ pub struct Limits {
     pub max_connections_per_peer: usize,
     /// How long a connection may stay silent.
     pub idle_timeout: Duration,
+    /// Largest request message of the admin API (socket and mTLS port), in bytes.
+    pub admin_max_message_bytes: usize,
 }
 
 impl Default for Limits {
@@ -137,22 +141,30 @@ impl Default for Limits {
             max_connections: defaults::MAX_CONNECTIONS as usize,
             max_connections_per_peer: defaults::MAX_CONNECTIONS_PER_PEER as usize,
             idle_timeout: defaults::IDLE_TIMEOUT,
+            admin_max_message_bytes: defaults::ADMIN_MAX_MESSAGE_BYTES as usize,
         }
     }
 }
 
 impl Limits {
     /// The limits `[server]` sets, each checked against its range.
-    fn resolve(s: &super::file::ServerSection, errors: &mut Vec<ConfigError>) -> Limits {
+    fn resolve(
+        s: &super::file::ServerSection,
+        a: &super::file::AdminSection,
+        errors: &mut Vec<ConfigError>,
+    ) -> Limits {
         let d = Limits::default();
         let mut field = |name: &str, value: Option<u64>, default: u64, min: u64, max: u64| {
             let v = value.unwrap_or(default);
             if (min..=max).contains(&v) {
                 v
             } else {
-                errors.push(ConfigError(format!(
-                    "server.{name} = {v}: use {min} to {max}"
-                )));
+                let name = if name.contains('.') {
+                    name.to_owned()
+                } else {
+                    format!("server.{name}")
+                };
+                errors.push(ConfigError(format!("{name} = {v}: use {min} to {max}")));
                 default
             }
         };
@@ -200,6 +212,13 @@ impl Limits {
                 3,
                 86_400,
             )),
+            admin_max_message_bytes: field(
+                "admin.max_message_bytes",
+                a.max_message_bytes,
+                d.admin_max_message_bytes as u64,
+                1024,
+                256 * 1024 * 1024,
+            ) as usize,
         }
     }
 }
@@ -385,7 +404,17 @@ impl FileConfig {
             so_pin: a.so_pin_file.clone().map(PinSource::File),
         };
 
-        let limits = Limits::resolve(&self.server, &mut errors);
+        let limits = Limits::resolve(&self.server, &self.admin, &mut errors);
+        let runtime_threads = match self.server.runtime_threads {
+            Some(n) if !(1..=defaults::RUNTIME_THREADS_MAX).contains(&n) => {
+                errors.push(ConfigError(format!(
+                    "server.runtime_threads = {n}: use 1 to {}, or leave it out for one per CPU",
+                    defaults::RUNTIME_THREADS_MAX
+                )));
+                None
+            }
+            n => n.map(|n| n as usize),
+        };
 
         let audit = self.audit.resolve().unwrap_or_else(|errs| {
             errors.extend(errs.into_iter().map(ConfigError));
@@ -416,6 +445,7 @@ impl FileConfig {
                 audit,
                 limits,
                 metrics,
+                runtime_threads,
             })
         } else {
             Err(errors)
@@ -564,6 +594,32 @@ mod tests {
         assert_eq!(s.rsa_bits, defaults::RSA_BITS);
         assert_eq!(s.shutdown_grace, defaults::SHUTDOWN_GRACE);
         assert_eq!(s.log_level, defaults::LOG_LEVEL);
+    }
+
+    #[test]
+    fn runtime_threads_and_the_admin_message_limit_resolve_and_are_checked() {
+        let s = FileConfig::default().resolve(false).unwrap();
+        assert_eq!(s.runtime_threads, None, "one per CPU unless set");
+        assert_eq!(
+            s.limits.admin_max_message_bytes as u64,
+            defaults::ADMIN_MAX_MESSAGE_BYTES
+        );
+        let mut cfg = FileConfig::default();
+        cfg.server.runtime_threads = Some(2);
+        cfg.admin.max_message_bytes = Some(65536);
+        let s = cfg.resolve(false).unwrap();
+        assert_eq!(s.runtime_threads, Some(2));
+        assert_eq!(s.limits.admin_max_message_bytes, 65536);
+        let mut cfg = FileConfig::default();
+        cfg.server.runtime_threads = Some(0);
+        cfg.admin.max_message_bytes = Some(10);
+        assert_eq!(
+            messages(cfg.resolve(false).unwrap_err()),
+            [
+                "admin.max_message_bytes = 10: use 1024 to 268435456",
+                "server.runtime_threads = 0: use 1 to 256, or leave it out for one per CPU",
+            ]
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! recorded as cancelled when its future is dropped. The layer also counts calls in flight, so
 //! shutdown waits for exactly those.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -15,27 +16,29 @@ use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
-use signerd_token::KeyInfo;
+use signerd_token::{KeyId, KeyInfo};
 use tonic::server::NamedService;
 use tonic::Code;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::identity::Caller;
+use super::identity::CallerName;
 use super::inflight::{InFlight, InFlightGuard};
-use super::record::{AuditRecord, AuditSink, AuditUnavailable, Outcome, Port};
+use super::operation::Operation;
+use super::record::{AuditRecord, AuditSink, AuditUnavailable, KeyRef, Outcome, Port};
 
-/// What the service learned of a call's key, filled while it runs.
+/// What the service learned of a call's key, filled while it runs. Key IDs stay 32 bytes and
+/// algorithm names static until a record is written.
 #[derive(Clone, Debug, Default)]
 pub struct Facts {
-    /// TUF key ID (hex) or object reference.
-    pub key_id: Option<String>,
+    /// TUF key ID or object reference.
+    pub key_id: Option<KeyRef>,
     /// Repository.
     pub gun: Option<String>,
     /// Role.
     pub role: Option<String>,
     /// Algorithm, or the admin mechanism.
-    pub algorithm: Option<String>,
+    pub algorithm: Option<Cow<'static, str>>,
     /// SHA-256 of the content signed.
     pub content_sha256: Option<[u8; 32]>,
     /// The rule that allowed or refused the call.
@@ -65,36 +68,42 @@ impl OpFacts {
         f(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
-    fn snapshot(&self) -> Facts {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    /// The facts, taken out for the one record written from them.
+    fn take(&self) -> Facts {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// The key the call names (as the caller wrote it, shortened).
     pub fn key_id(&self, id: &str) {
-        let id: String = id.chars().take(80).collect();
+        let id = KeyRef::text(id);
         self.with(|f| f.key_id = Some(id));
+    }
+
+    /// The key the call names, by its ID (no text made until a record is written).
+    pub fn id(&self, id: KeyId) {
+        self.with(|f| f.key_id = Some(KeyRef::Id(id)));
     }
 
     /// Repository and role (from the request or the key found).
     pub fn usage(&self, gun: &str, role: &str) {
         self.with(|f| {
-            f.gun = Some(gun.to_owned());
-            f.role = Some(role.to_owned());
+            set_text(&mut f.gun, gun);
+            set_text(&mut f.role, role);
         });
     }
 
-    /// The algorithm or mechanism.
+    /// The algorithm or mechanism (copied: the caller may have named anything).
     pub fn algorithm(&self, algorithm: &str) {
-        self.with(|f| f.algorithm = Some(algorithm.to_owned()));
+        self.with(|f| f.algorithm = Some(Cow::Owned(algorithm.to_owned())));
     }
 
     /// Everything known of a key.
     pub fn key(&self, key: &KeyInfo) {
         self.with(|f| {
-            f.key_id = Some(key.id.to_string());
-            f.gun = Some(key.usage.gun.clone());
-            f.role = Some(key.usage.role.clone());
-            f.algorithm = Some(key.algorithm.as_str().to_owned());
+            f.key_id = Some(KeyRef::Id(key.id));
+            set_text(&mut f.gun, &key.usage.gun);
+            set_text(&mut f.role, &key.usage.role);
+            f.algorithm = Some(Cow::Borrowed(key.algorithm.as_str()));
         });
     }
 
@@ -106,7 +115,7 @@ impl OpFacts {
 
     /// The rule that allowed the call.
     pub fn rule(&self, rule: &str) {
-        self.with(|f| f.rule = Some(rule.to_owned()));
+        self.with(|f| set_text(&mut f.rule, rule));
     }
 
     /// A policy refused the call (by `rule`, when one decided).
@@ -116,6 +125,25 @@ impl OpFacts {
             f.rule = rule.map(str::to_owned);
         });
     }
+}
+
+/// Sets `slot` to `text`, reusing what it holds when it is the same (the request's GUN and the
+/// key's are, for every key operation).
+fn set_text(slot: &mut Option<String>, text: &str) {
+    match slot {
+        Some(s) if s == text => {}
+        _ => *slot = Some(text.to_owned()),
+    }
+}
+
+/// The static name of a method signerd serves (the last segment of its path), so a record
+/// copies no text for it; any other path's text as it came.
+fn method_name(path: &str) -> Cow<'static, str> {
+    let name = path.rsplit('/').next().unwrap_or_default();
+    Operation::METHODS
+        .iter()
+        .find(|m| **m == name)
+        .map_or_else(|| Cow::Owned(name.to_owned()), |m| Cow::Borrowed(*m))
 }
 
 /// The default sink until an audit file is configured: the operational log line under the
@@ -130,17 +158,22 @@ impl AuditSink for LogSink {
     ) -> Pin<Box<dyn Future<Output = Result<(), AuditUnavailable>> + Send + 'static>> {
         // Microsecond resolution is plenty, and keeps the lines short.
         let duration_ms = r.duration_us as f64 / 1000.0;
-        let method = r.method.as_str();
+        let method = &*r.method;
         let port = r.port.as_str();
-        let client = r.identity.as_str();
-        let key_id = r.key_id.as_deref().unwrap_or_default();
+        let client = &*r.identity;
+        // Hex on the stack: no text is made for the key ID or the digest first.
+        let mut id_hex = [0u8; 64];
+        let key_id = r.key_id.as_ref().map_or("", |k| k.as_str(&mut id_hex));
         let gun = r.gun.as_deref().unwrap_or_default();
         let role = r.role.as_deref().unwrap_or_default();
         // The admin API's lines have always called the mechanism `detail`.
         let detail = r.algorithm.as_deref();
         let rule = r.rule.as_deref();
-        let content_sha256 = r.content_sha256.map(hex::encode);
-        let content_sha256 = content_sha256.as_deref();
+        let mut hex = [0u8; 64];
+        let content_sha256 = r.content_sha256.and_then(|d| {
+            hex::encode_to_slice(d, &mut hex).ok()?;
+            std::str::from_utf8(&hex).ok()
+        });
         let outcome = match &r.outcome {
             Outcome::Denied => "PermissionDenied",
             other => other.as_str(),
@@ -227,16 +260,17 @@ struct Pending {
     sink: Arc<dyn AuditSink>,
     time: SystemTime,
     started: Instant,
-    identity: String,
-    method: String,
+    identity: Arc<str>,
+    method: Cow<'static, str>,
     facts: OpFacts,
     done: bool,
     _in_flight: InFlightGuard,
 }
 
 impl Pending {
-    fn record(&self, outcome: Outcome, error: Option<String>) -> AuditRecord {
-        let f = self.facts.snapshot();
+    /// The call's one record: the facts are moved into it, not copied.
+    fn record(&mut self, outcome: Outcome, error: Option<String>) -> AuditRecord {
+        let f = self.facts.take();
         let outcome = match outcome {
             Outcome::Failed(code) if f.denied && code == "PermissionDenied" => Outcome::Denied,
             other => other,
@@ -244,8 +278,8 @@ impl Pending {
         AuditRecord {
             time: self.time,
             port: self.port,
-            identity: self.identity.clone(),
-            method: self.method.clone(),
+            identity: Arc::clone(&self.identity),
+            method: std::mem::take(&mut self.method),
             key_id: f.key_id,
             gun: f.gun,
             role: f.role,
@@ -298,22 +332,16 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<tonic::body::Body>) -> Self::Future {
-        let method = request
-            .uri()
-            .path()
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
         // Health is probed every few seconds by notary-server: not a key operation.
         if request.uri().path().starts_with("/grpc.health.") {
             return Box::pin(self.inner.call(request));
         }
         // Fail closed before any key is touched: while the trail cannot be written, a call is
         // refused rather than run and then answered UNAVAILABLE.
+        let method = method_name(request.uri().path());
         if let Err(reason) = self.layer.sink.health() {
             let refused = AuditUnavailable { reason };
-            tracing::error!(method, error = %refused, "refusing a key operation: the audit trail cannot be written");
+            tracing::error!(method = &*method, error = %refused, "refusing a key operation: the audit trail cannot be written");
             return Box::pin(std::future::ready(Ok(tonic::Status::unavailable(
                 refused.to_string(),
             )
@@ -326,7 +354,7 @@ where
             sink: Arc::clone(&self.layer.sink),
             time: SystemTime::now(),
             started: Instant::now(),
-            identity: Caller::from_extensions(request.extensions()).to_string(),
+            identity: CallerName::from_extensions(request.extensions()).shared(),
             method,
             facts,
             done: false,
@@ -363,6 +391,7 @@ impl<S: NamedService> NamedService for Audited<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::edge::identity::Caller;
     use std::sync::Mutex as StdMutex;
 
     /// A sink that keeps records in memory, or refuses them.
@@ -493,7 +522,7 @@ mod tests {
         let records = memory.records.lock().unwrap();
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].outcome, Outcome::Cancelled);
-        assert_eq!(records[0].key_id.as_deref(), Some("abc"));
+        assert_eq!(records[0].key_id, Some(KeyRef::text("abc")));
     }
 
     #[tokio::test]
@@ -513,6 +542,51 @@ mod tests {
         let status = tonic::Status::from_header_map(response.headers()).unwrap();
         assert_eq!(status.code(), Code::Unavailable);
         assert!(status.message().contains("disk full"), "{status:?}");
+    }
+
+    #[tokio::test]
+    async fn records_share_the_connection_name_and_keep_key_ids_as_bytes() {
+        let memory = Arc::new(Memory::default());
+        let (mut svc, _) = stack(
+            &memory,
+            Handler {
+                status: Code::Ok,
+                wait: None,
+            },
+        );
+        let name = CallerName::of(&Caller::Unknown);
+        let id: KeyId = "a".repeat(64).parse().unwrap();
+        for _ in 0..2 {
+            let mut r = request();
+            r.extensions_mut().insert(name.clone());
+            svc.call(r).await.unwrap();
+        }
+        let facts = OpFacts::default();
+        facts.id(id);
+        facts.id(id);
+        assert_eq!(facts.take().key_id, Some(KeyRef::Id(id)));
+        let records = memory.records.lock().unwrap();
+        for r in records.iter() {
+            // The one name made for the connection, not a copy per call.
+            assert!(Arc::ptr_eq(&r.identity, &name.shared()));
+            assert!(matches!(r.method, Cow::Borrowed("Sign")));
+        }
+        assert_eq!(KeyRef::Id(id).to_string(), id.to_string());
+        assert_eq!(method_name("/x.Y/Unheard"), "Unheard");
+        assert!(matches!(method_name("/x.Y/Unheard"), Cow::Owned(_)));
+    }
+
+    #[test]
+    fn key_text_is_shortened_and_gun_copies_are_reused() {
+        let facts = OpFacts::default();
+        facts.key_id(&"k".repeat(500));
+        facts.usage("example.com/app", "timestamp");
+        let gun_before = facts.0.lock().unwrap().gun.as_ref().unwrap().as_ptr();
+        facts.usage("example.com/app", "timestamp");
+        let f = facts.take();
+        assert_eq!(f.gun.as_ref().unwrap().as_ptr(), gun_before);
+        assert_eq!(f.key_id.unwrap().to_string().len(), 80);
+        assert!(facts.take().key_id.is_none(), "taken once");
     }
 
     async fn futures_poll_once<F: Future + Unpin>(f: &mut F) -> Option<F::Output> {

@@ -4,8 +4,11 @@
 //! SHA-256 fingerprint, issuer, decoded with x509-cert once per connection, in
 //! [`crate::tls::accept_loop`]).
 //!
-//! [`IdentityLayer`] puts an `Arc<Caller>` into each request's extensions; the policy and audit
-//! layers and the key store read it from there.
+//! [`IdentityLayer`] puts an `Arc<Caller>` and its [`CallerName`] into each request's
+//! extensions; the policy and audit layers and the key store read them from there. On the mTLS
+//! port both are made once per connection ([`PeerInfo::new`]) and shared by every request on it,
+//! so a request costs two reference counts, not a certificate decode and a formatted subject and
+//! fingerprint.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -89,9 +92,62 @@ impl fmt::Display for Caller {
                 }
                 Ok(())
             }
-            Caller::Certificate(cert) => f.write_str(&cert.subject),
+            // The subject alone can be shared by several certificates (a reissued one, or
+            // another CA's); the fingerprint says which one it was.
+            Caller::Certificate(cert) => write!(
+                f,
+                "{} sha256:{}",
+                cert.subject,
+                hex::encode(cert.fingerprint)
+            ),
             Caller::Unknown => f.write_str("unidentified peer"),
         }
+    }
+}
+
+/// The text that names a caller in audit records and log lines (`uid=… gid=… pid=…`, or the
+/// certificate's subject and `sha256:` fingerprint). Made once per connection on the mTLS port
+/// and shared; cloning it counts a reference.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallerName(Arc<str>);
+
+impl CallerName {
+    /// The name of `caller`.
+    pub fn of(caller: &Caller) -> CallerName {
+        #[cfg(test)]
+        NAMES_MADE.with(|n| n.set(n.get() + 1));
+        CallerName(caller.to_string().into())
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The text, shared (for records that outlive the request).
+    pub fn shared(&self) -> Arc<str> {
+        Arc::clone(&self.0)
+    }
+
+    /// The name the identity layer gave a request's caller; made from its [`Caller`] (unknown
+    /// when there is none) without the layer in front, as in unit tests.
+    pub fn from_extensions(extensions: &http::Extensions) -> CallerName {
+        match extensions.get::<CallerName>() {
+            Some(name) => name.clone(),
+            None => CallerName::of(&Caller::from_extensions(extensions)),
+        }
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Names made on this thread: a test counts them.
+    static NAMES_MADE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+impl fmt::Display for CallerName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
@@ -181,12 +237,19 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        // On the mTLS port the caller was decoded once, when the connection was accepted.
-        let caller = match request.extensions().get::<PeerInfo>() {
-            Some(peer) => Arc::clone(&peer.caller),
-            None => Arc::new(Caller::of(request.extensions())),
+        // On the mTLS port the caller was decoded and named once, when the connection was
+        // accepted.
+        let (caller, name) = match request.extensions().get::<PeerInfo>() {
+            Some(peer) => (Arc::clone(&peer.caller), peer.name.clone()),
+            None => {
+                let caller = Caller::of(request.extensions());
+                let name = CallerName::of(&caller);
+                (Arc::new(caller), name)
+            }
         };
-        request.extensions_mut().insert(caller);
+        let extensions = request.extensions_mut();
+        extensions.insert(caller);
+        extensions.insert(name);
         self.inner.call(request)
     }
 }
@@ -195,13 +258,28 @@ impl<S: NamedService> NamedService for Identify<S> {
     const NAME: &'static str = S::NAME;
 }
 
-/// Who is at the other end of one connection, decoded once when it is accepted.
+/// Who is at the other end of one connection, decoded and named once when it is accepted;
+/// tonic hands a clone (two reference counts) to every request on the connection.
 #[derive(Clone, Debug)]
 pub struct PeerInfo {
     /// The client's address.
     pub remote: SocketAddr,
     /// The client, by its verified certificate.
     pub caller: Arc<Caller>,
+    /// The client's name in records and logs.
+    pub name: CallerName,
+}
+
+impl PeerInfo {
+    /// The connection from `remote` of `caller`, named now.
+    pub fn new(remote: SocketAddr, caller: Caller) -> PeerInfo {
+        let name = CallerName::of(&caller);
+        PeerInfo {
+            remote,
+            caller: Arc::new(caller),
+            name,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -230,5 +308,59 @@ mod tests {
         assert_eq!(parse_groups(status), vec![4, 27, 1000]);
         assert_eq!(parse_groups("Groups:\n"), Vec::<u32>::new());
         assert_eq!(parse_groups("nothing"), Vec::<u32>::new());
+    }
+
+    /// A service that keeps the caller name each request arrived with.
+    #[derive(Clone, Default)]
+    struct Names(Arc<std::sync::Mutex<Vec<CallerName>>>);
+
+    impl Service<http::Request<()>> for Names {
+        type Response = ();
+        type Error = std::convert::Infallible;
+        type Future = std::future::Ready<Result<(), Self::Error>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, request: http::Request<()>) -> Self::Future {
+            let name = request.extensions().get::<CallerName>().unwrap().clone();
+            self.0.lock().unwrap().push(name);
+            std::future::ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn a_connection_is_named_once_for_all_its_requests() {
+        let cert = CertIdentity {
+            subject: "CN=notary-server,O=example".into(),
+            sans: vec![],
+            fingerprint: [0xab; 32],
+            issuer: "CN=ca".into(),
+        };
+        let made = NAMES_MADE.with(|n| n.get());
+        let peer = PeerInfo::new("127.0.0.1:1".parse().unwrap(), Caller::Certificate(cert));
+        let names = Names::default();
+        let mut svc = IdentityLayer.layer(names.clone());
+        for _ in 0..100 {
+            // tonic hands each request a clone of the connection's info.
+            let mut request = http::Request::new(());
+            request.extensions_mut().insert(peer.clone());
+            drop(svc.call(request));
+        }
+        assert_eq!(
+            NAMES_MADE.with(|n| n.get()) - made,
+            1,
+            "named once, at accept"
+        );
+        let names = names.0.lock().unwrap();
+        assert_eq!(names.len(), 100);
+        assert!(names
+            .iter()
+            .all(|n| Arc::ptr_eq(&n.shared(), &peer.name.shared())));
+        assert_eq!(
+            names[0].as_str(),
+            format!("CN=notary-server,O=example sha256:{}", "ab".repeat(32))
+        );
     }
 }

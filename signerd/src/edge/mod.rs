@@ -187,7 +187,7 @@ impl Access {
 
     /// The facts of a key known only by ID so far.
     pub fn key_id(&self, id: &KeyId) {
-        self.facts.key_id(&id.to_string());
+        self.facts.id(*id);
     }
 }
 

@@ -90,6 +90,25 @@ impl Operation {
             .join(", ")
     }
 
+    /// The methods of both ports (the last segment of their paths), for naming calls without
+    /// copying text.
+    pub const METHODS: [&'static str; 14] = [
+        "CreateKey",
+        "GetKeyInfo",
+        "Sign",
+        "DeleteKey",
+        "ListTokens",
+        "ListMechanisms",
+        "FindObjects",
+        "Login",
+        "GenerateKeyPair",
+        "ImportPrivateKey",
+        "DestroyObject",
+        "StoreCertificate",
+        "Check",
+        "Watch",
+    ];
+
     /// The operation of an RPC, by the last segment of its path; `None` for calls no policy
     /// governs (health).
     pub fn of_method(port: Port, method: &str) -> Option<Operation> {

@@ -1,8 +1,13 @@
 //! One audit record and the sink that takes it.
 
+use std::borrow::Cow;
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::SystemTime;
+
+use signerd_token::KeyId;
 
 /// Which listener a call came in on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +53,49 @@ impl Outcome {
     }
 }
 
+/// The key a call named or made: a key ID as its 32 bytes (written as hex only when the record
+/// is), or the caller's text when it is no key ID (an object reference, a malformed ID).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyRef {
+    /// A TUF key ID.
+    Id(KeyId),
+    /// What the caller wrote, shortened to 80 characters.
+    Text(Box<str>),
+}
+
+impl KeyRef {
+    /// The caller's `text`, shortened.
+    pub fn text(text: &str) -> KeyRef {
+        KeyRef::Text(text.chars().take(80).collect::<String>().into())
+    }
+}
+
+impl From<String> for KeyRef {
+    fn from(text: String) -> KeyRef {
+        KeyRef::text(&text)
+    }
+}
+
+impl KeyRef {
+    /// The text of the reference; a key ID is written as hex into `buf` (no allocation: a
+    /// record's key ID is written per call).
+    pub fn as_str<'a>(&'a self, buf: &'a mut [u8; 64]) -> &'a str {
+        match self {
+            KeyRef::Id(id) => match hex::encode_to_slice(id.as_bytes(), buf) {
+                Ok(()) => std::str::from_utf8(buf).unwrap_or_default(),
+                Err(_) => "",
+            },
+            KeyRef::Text(text) => text,
+        }
+    }
+}
+
+impl fmt::Display for KeyRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str(&mut [0; 64]))
+    }
+}
+
 /// Everything known about one key operation. Never a PIN, key bytes or signed content: the
 /// content is recorded by its SHA-256 only.
 #[derive(Clone, Debug)]
@@ -57,18 +105,18 @@ pub struct AuditRecord {
     /// The listener it came in on.
     pub port: Port,
     /// Who called, as the identity layer names them (certificate subject and fingerprint, or
-    /// socket peer uid/gid).
-    pub identity: String,
-    /// The RPC method name, e.g. `Sign`.
-    pub method: String,
-    /// The key's TUF key ID (hex) or object reference, when the call named or made one.
-    pub key_id: Option<String>,
+    /// socket peer uid/gid): the connection's name, shared, not copied per call.
+    pub identity: Arc<str>,
+    /// The RPC method name, e.g. `Sign` (static for the methods signerd serves).
+    pub method: Cow<'static, str>,
+    /// The key's TUF key ID or object reference, when the call named or made one.
+    pub key_id: Option<KeyRef>,
     /// The key's repository.
     pub gun: Option<String>,
     /// The key's role.
     pub role: Option<String>,
     /// The key's algorithm (`ecdsa`, `ed25519`, `rsa`) or the mechanism used.
-    pub algorithm: Option<String>,
+    pub algorithm: Option<Cow<'static, str>>,
     /// SHA-256 of the content signed.
     pub content_sha256: Option<[u8; 32]>,
     /// How the call ended.

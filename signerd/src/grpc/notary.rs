@@ -33,13 +33,20 @@ impl NotarySigner {
     }
 }
 
-/// The key ID a request names; unset or empty is a bad request (the Go signer crashes on it).
-fn requested_id(msg: Option<&KeyIdMsg>) -> Result<KeyId, TokenError> {
-    match msg {
+/// The key ID a request names, noted for the audit record (as 32 bytes; the caller's text only
+/// when it is no key ID); unset or empty is a bad request (the Go signer crashes on it).
+fn requested_id(access: &Access, msg: Option<&KeyIdMsg>) -> Result<KeyId, TokenError> {
+    let parsed = match msg {
         None => Err(TokenError::MissingKeyId),
         Some(m) if m.id.is_empty() => Err(TokenError::MissingKeyId),
         Some(m) => m.id.parse(),
+    };
+    match (&parsed, msg) {
+        (Ok(id), _) => access.facts.id(*id),
+        (Err(_), Some(m)) if !m.id.is_empty() => access.facts.key_id(&m.id),
+        (Err(_), _) => {}
     }
+    parsed
 }
 
 /// `keyInfo` as notary-server reads it: always filled, it dereferences without nil checks.
@@ -82,10 +89,9 @@ impl KeyManagement for NotarySigner {
 
     async fn delete_key(&self, request: Request<KeyIdMsg>) -> Result<Response<Void>, Status> {
         let access = Access::of(Port::Notary, &request);
-        access.facts.key_id(&request.get_ref().id);
         // Deleting a key that does not exist succeeds, as with the Go signer; so does deleting
         // one out of reach, which stays.
-        match requested_id(Some(request.get_ref())) {
+        match requested_id(&access, Some(request.get_ref())) {
             Ok(id) => self.keys.delete(&access, id).await,
             Err(e) => Err(e.into()),
         }
@@ -98,8 +104,7 @@ impl KeyManagement for NotarySigner {
         request: Request<KeyIdMsg>,
     ) -> Result<Response<GetKeyInfoResponse>, Status> {
         let access = Access::of(Port::Notary, &request);
-        access.facts.key_id(&request.get_ref().id);
-        let key = match requested_id(Some(request.get_ref())) {
+        let key = match requested_id(&access, Some(request.get_ref())) {
             Ok(id) => self.keys.info(&access, id).await,
             Err(e) => Err(e.into()),
         }
@@ -120,10 +125,7 @@ impl Signer for NotarySigner {
     ) -> Result<Response<SignatureMsg>, Status> {
         let access = Access::of(Port::Notary, &request);
         let req = request.into_inner();
-        if let Some(id) = &req.key_id {
-            access.facts.key_id(&id.id);
-        }
-        let sig = match requested_id(req.key_id.as_ref()) {
+        let sig = match requested_id(&access, req.key_id.as_ref()) {
             Ok(id) => self.keys.sign(&access, id, req.content).await,
             Err(e) => Err(e.into()),
         }
