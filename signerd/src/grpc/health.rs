@@ -30,6 +30,11 @@ pub const SERVICES: &[&str] = &[
 /// How often `Watch` looks at the audit sink (the token's state is pushed, not polled).
 const AUDIT_POLL: Duration = Duration::from_secs(1);
 
+/// Longest a `Check` waits for its live probe of a token the supervisor believes up. A hung
+/// token is also caught by the supervisor's own prober (well under a second), which turns the
+/// state down, so this bound only matters for a token that answers slowly.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Health over the token probe and the audit sink.
 #[derive(Clone)]
 pub struct TokenHealth {
@@ -95,7 +100,14 @@ impl Health for TokenHealth {
     ) -> Result<Response<HealthCheckResponse>, Status> {
         let service = request.into_inner().service;
         known(&service)?;
-        let up = *self.keys.serving().borrow();
+        // Down: the supervisor knows, no token call. Up: a live probe on a token worker, so a
+        // token that vanished since the supervisor's last look reads NOT_SERVING on this very
+        // check (the probe's fault also turns the supervisor's state down).
+        let up = *self.keys.serving().borrow()
+            && matches!(
+                tokio::time::timeout(PROBE_TIMEOUT, self.keys.probe()).await,
+                Ok(Ok(()))
+            );
         Ok(Response::new(HealthCheckResponse {
             status: self.status(&service, up) as i32,
         }))

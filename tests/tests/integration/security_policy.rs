@@ -201,7 +201,7 @@ async fn certificates_are_held_to_their_rules() {
     let logs = s.signerd.logs();
     assert!(
         logs.lines().any(|l| l.contains("method=\"Sign\"")
-            && l.contains("client=\"CN=notary-a\"")
+            && l.contains("client=\"CN=notary-a sha256:")
             && l.contains("rule=\"registry-a\"")
             && l.contains("outcome=\"ok\"")),
         "{logs}"
