@@ -519,8 +519,15 @@ async fn json_logs_are_one_object_per_line_with_the_operation_fields() {
             assert_eq!(v["outcome"], "ok");
             // The caller: its subject and the SHA-256 fingerprint of its certificate.
             let client = v["client"].as_str().unwrap();
-            assert!(client.starts_with("CN=notary-server-client sha256:"), "{client}");
-            assert_eq!(client.len(), "CN=notary-server-client sha256:".len() + 64, "{client}");
+            assert!(
+                client.starts_with("CN=notary-server-client sha256:"),
+                "{client}"
+            );
+            assert_eq!(
+                client.len(),
+                "CN=notary-server-client sha256:".len() + 64,
+                "{client}"
+            );
             assert_eq!(v["key_id"].as_str().unwrap().len(), 64);
             assert!(v["duration_ms"].is_number());
         }
