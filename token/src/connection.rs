@@ -589,6 +589,12 @@ impl Token {
                         // A missing key or half of a key: believe it only while the token is
                         // there (a vanished token makes every search come back empty).
                         TokenError::KeyNotFound(_) | TokenError::MalformedKey { .. } => {
+                            // Nor while signerd is out of descriptors: the token may not
+                            // have been able to open its object files.
+                            if crate::descriptors::exhausted() {
+                                keep(owned);
+                                return Err(TokenError::OutOfDescriptors);
+                            }
                             match core.present(&conn) {
                                 Ok(()) => {
                                     keep(owned);

@@ -108,6 +108,10 @@ pub enum TokenError {
         /// How the edge treats it (unavailable, or an operator's problem such as the PIN).
         kind: ErrorKind,
     },
+    /// A key search came back empty while signerd was out of file descriptors: the token may
+    /// not have been able to read its objects, so "not found" cannot be believed.
+    #[error("signerd is out of file descriptors, so the token may not see its keys; retry shortly, and raise signerd's open files limit (LimitNOFILE=, ulimit -n) or lower server.max_connections")]
+    OutOfDescriptors,
 }
 
 /// How the edge should treat an error.
@@ -131,6 +135,7 @@ impl TokenError {
     /// The classification the gRPC edge maps to a status code.
     pub fn kind(&self) -> ErrorKind {
         match self {
+            TokenError::PinUnavailable(e) if e.is_transient() => ErrorKind::Unavailable,
             TokenError::InvalidKeyId(_)
             | TokenError::MissingKeyId
             | TokenError::UnsupportedAlgorithm(_)
@@ -149,6 +154,7 @@ impl TokenError {
             | TokenError::Pkcs11 { .. }
             | TokenError::Cryptoki(_) => ErrorKind::Internal,
             TokenError::Down { kind, .. } => *kind,
+            TokenError::OutOfDescriptors => ErrorKind::Unavailable,
         }
     }
 
@@ -195,13 +201,14 @@ impl TokenError {
                 rv: *rv,
             },
             E::Cryptoki(s) => E::Cryptoki(s.clone()),
+            E::OutOfDescriptors => E::OutOfDescriptors,
             E::Down { reason, kind } => E::Down {
                 reason: reason.clone(),
                 kind: *kind,
             },
             E::PinUnavailable(e) => E::Down {
                 reason: e.to_string(),
-                kind: ErrorKind::NeedsOperator,
+                kind: self.kind(),
             },
         }
     }

@@ -18,6 +18,7 @@
 mod certificates;
 mod connection;
 mod date;
+mod descriptors;
 mod encoding;
 pub mod error;
 pub mod gc;

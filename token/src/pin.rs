@@ -27,6 +27,16 @@ pub struct PinReadError {
     source_desc: String,
     reason: String,
     hint: &'static str,
+    /// The file could not be opened for want of a file descriptor: passes by itself.
+    transient: bool,
+}
+
+impl PinReadError {
+    /// True when the read failed for a passing reason (signerd out of file descriptors), not
+    /// one an operator has to fix.
+    pub fn is_transient(&self) -> bool {
+        self.transient
+    }
 }
 
 impl PinSource {
@@ -34,11 +44,19 @@ impl PinSource {
     pub fn read(&self) -> Result<SecretString, PinReadError> {
         match self {
             PinSource::File(path) => {
-                let mut text = std::fs::read_to_string(path).map_err(|e| PinReadError {
-                    source_desc: format!("file {}", path.display()),
-                    reason: e.to_string(),
-                    hint:
-                        "create it (mode 0600) or point pin-source / --pin-file at the right file",
+                let mut text = std::fs::read_to_string(path).map_err(|e| {
+                    // EMFILE, ENFILE: the file is fine, signerd has no descriptor to open it.
+                    let transient = matches!(e.raw_os_error(), Some(23 | 24));
+                    PinReadError {
+                        source_desc: format!("file {}", path.display()),
+                        reason: e.to_string(),
+                        hint: if transient {
+                            "signerd is out of file descriptors and retries by itself; raise its open files limit (LimitNOFILE=, ulimit -n) or lower server.max_connections"
+                        } else {
+                            "create it (mode 0600) or point pin-source / --pin-file at the right file"
+                        },
+                        transient,
+                    }
                 })?;
                 let pin = SecretString::from(text.trim_end_matches(['\r', '\n']).to_owned());
                 zeroize::Zeroize::zeroize(&mut text);
@@ -51,6 +69,7 @@ impl PinSource {
                         source_desc: format!("environment variable {var}"),
                         reason: e.to_string(),
                         hint: "export it before starting signerd, or use pin-source=file:PATH",
+                        transient: false,
                     })
             }
             PinSource::Value(pin) => Ok(pin.clone()),

@@ -6,7 +6,9 @@
 //! key and, beside the silent and idle connections, completes at least half as many Signs in a
 //! window as in the windows just before and after (counts in equal windows, no time
 //! thresholds; beside the 10,000 streams that is measured and reported, not yet met);
-//! signerd's threads and resident memory, read from /proc, stay bounded.
+//! signerd's threads and resident memory, read from /proc, stay bounded. Descriptor
+//! exhaustion (signerd's open files limit lowered under it) makes Signs of a key that exists
+//! UNAVAILABLE or RESOURCE_EXHAUSTED, never NOT_FOUND.
 
 use std::net::{IpAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -607,4 +609,106 @@ async fn five_hundred_idle_tls_connections_are_closed_by_the_idle_timeout() {
     assert_half_rate(before, loaded, after, "500 idle TLS connections");
     // The normal client's connections answer keepalive pings: they stay and keep working.
     sign_ok(&mut c, &id).await;
+}
+
+/// Open descriptors of process `pid`.
+fn open_files(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// Sets the soft open files limit of process `pid` with util-linux's prlimit (the hard limit
+/// stays: raising it back would need CAP_SYS_RESOURCE).
+fn set_nofile(pid: u32, limit: usize) {
+    let out = std::process::Command::new("prlimit")
+        .arg(format!("--pid={pid}"))
+        .arg(format!("--nofile={limit}:"))
+        .output()
+        .expect("prlimit (util-linux) runs");
+    assert!(out.status.success(), "{}", signerd_tests::admin::text(&out));
+}
+
+#[tokio::test]
+async fn descriptor_exhaustion_never_reads_as_not_found() {
+    let mut s = setup("hostile-nofile", &[]);
+    let pid = s.signerd.process().id();
+    let mut normal = s.signerd.clients().await;
+    // A key this signerd has signed with (its handle cached), and one a replica on the same
+    // token makes later: to sign with it, signerd has to find it in the token, which reads
+    // the token's files.
+    let known = make_key(&mut normal).await;
+    sign_ok(&mut normal, &known).await;
+    let mut replica = Signerd::start(s._dir.path(), "replica", &s._token, &s.pki).unwrap();
+    let mut other = replica.clients().await;
+    let fresh = make_key(&mut other).await;
+    replica.stop().unwrap();
+
+    // Leave signerd a few descriptors, then let silent connections take them.
+    let limit = open_files(pid) + 8;
+    set_nofile(pid, limit);
+    let silent = connections(&s, &flood_sources(2), 64).await;
+    // signerd accepts them in its own time.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while open_files(pid) < limit - 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "signerd holds {} of {limit} descriptors: not exhausted",
+            open_files(pid)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let mut answers = Vec::new();
+    for id in [&known, &fresh, &known, &fresh] {
+        let answer = normal
+            .signer
+            .sign(SignatureRequest {
+                key_id: Some(KeyId { id: id.clone() }),
+                content: b"out of descriptors".to_vec(),
+            })
+            .await;
+        answers.push(
+            answer
+                .map(|_| ())
+                .map_err(|e| (e.code(), e.message().to_owned())),
+        );
+    }
+    eprintln!("Signs while out of descriptors: {answers:?}");
+    for answer in &answers {
+        if let Err((code, message)) = answer {
+            assert!(
+                matches!(code, Code::Unavailable | Code::ResourceExhausted),
+                "a key that exists, while signerd is out of descriptors: {code:?} {message}"
+            );
+        }
+    }
+
+    // Descriptors back: the same keys sign.
+    drop(silent);
+    set_nofile(pid, 4096);
+    for id in [&known, &fresh] {
+        let mut answer = None;
+        for _ in 0..50 {
+            match normal
+                .signer
+                .sign(SignatureRequest {
+                    key_id: Some(KeyId { id: id.clone() }),
+                    content: b"descriptors back".to_vec(),
+                })
+                .await
+            {
+                Ok(_) => {
+                    answer = Some(Ok(()));
+                    break;
+                }
+                Err(e) => {
+                    assert_ne!(e.code(), Code::NotFound, "{e:?}");
+                    answer = Some(Err(e));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        assert!(matches!(answer, Some(Ok(()))), "{id}: {answer:?}");
+    }
 }
