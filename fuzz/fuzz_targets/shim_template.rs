@@ -115,6 +115,11 @@ fuzz_target!(|data: &[u8]| {
                 p256::SecretKey::from_pkcs8_der(&k.pkcs8_der).expect("the PKCS#8 made is P-256");
             }
         }
+        Ok(NewObject::Session(o)) => {
+            // A session object (`CKA_TOKEN` false) holds a parsed certificate or public key,
+            // never a private key.
+            assert!(!o.certificate_der.is_empty() || !o.public_key_spki.is_empty());
+        }
         Err(e) => {
             let _ = e.to_string();
         }
