@@ -31,6 +31,10 @@ const BIND_ATTEMPTS: usize = 3;
 /// How long signerd gets to listen after start.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The log level the tests run signerd at: the default (`info`) with the per-operation
+/// `signerd::keyop` lines on.
+pub const KEYOP_LOG_LEVEL: &str = "info,signerd::keyop=debug";
+
 /// A SoftHSM token in a folder of the test's own.
 #[derive(Debug, Clone)]
 pub struct TestToken {
@@ -166,6 +170,9 @@ impl Signerd {
         command
             .args(&self.command)
             .env("SOFTHSM2_CONF", &self.softhsm_conf)
+            // The tests read each key operation's log line (DEBUG since the audit trail is the
+            // record): on, unless a test sets its own level.
+            .env("SIGNERD_LOG_LEVEL", KEYOP_LOG_LEVEL)
             .envs(self.token_env.iter().map(|(k, v)| (k, v)))
             .env_remove("RUST_LOG");
         let mut process = ChildGuard::spawn(&self.name, command, &self.log_dir)?;

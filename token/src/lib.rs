@@ -30,7 +30,7 @@ mod mechanisms;
 pub mod objects;
 mod parse;
 pub mod pin;
-mod ratelog;
+pub mod ratelog;
 mod sign;
 pub mod softhsm;
 mod supervisor;

@@ -7,10 +7,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How often one kind of fault is logged at most.
-pub(crate) const INTERVAL: Duration = Duration::from_secs(10);
+pub const INTERVAL: Duration = Duration::from_secs(10);
 
 /// A rate-limited WARN logger keyed by kind.
-pub(crate) struct RateLog {
+pub struct RateLog {
     interval: Duration,
     kinds: Mutex<HashMap<&'static str, Window>>,
 }
@@ -22,7 +22,8 @@ struct Window {
 }
 
 impl RateLog {
-    pub(crate) fn new(interval: Duration) -> RateLog {
+    /// A logger that lets one line of a kind through per `interval`.
+    pub fn new(interval: Duration) -> RateLog {
         RateLog {
             interval,
             kinds: Mutex::new(HashMap::new()),
@@ -31,14 +32,15 @@ impl RateLog {
 
     /// Logs `message` at WARN unless a line of this `kind` went out less than an interval
     /// ago; then only counts it, and the next line says how many were left out.
-    pub(crate) fn event(&self, kind: &'static str, message: fmt::Arguments<'_>) {
+    pub fn event(&self, kind: &'static str, message: fmt::Arguments<'_>) {
         if let Some(suppressed) = self.admit(kind, Instant::now()) {
             tracing::warn!(kind, suppressed, "{message}");
         }
     }
 
-    /// `Some(left out since the last line)` when a line is due now.
-    fn admit(&self, kind: &'static str, now: Instant) -> Option<u64> {
+    /// `Some(left out since the last line)` when a line of `kind` is due now; callers that
+    /// log structured fields themselves ask here first.
+    pub fn admit(&self, kind: &'static str, now: Instant) -> Option<u64> {
         let mut kinds = self.kinds.lock().unwrap_or_else(|p| p.into_inner());
         match kinds.get_mut(kind) {
             Some(w) if now.duration_since(w.started) < self.interval => {

@@ -16,6 +16,7 @@ use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
+use signerd_token::ratelog::{self, RateLog};
 use signerd_token::{KeyId, KeyInfo};
 use tonic::server::NamedService;
 use tonic::Code;
@@ -147,15 +148,61 @@ fn method_name(path: &str) -> Cow<'static, str> {
 }
 
 /// The default sink until an audit file is configured: the operational log line under the
-/// `signerd::keyop` target (one per call; never a PIN, key bytes or content).
+/// `signerd::keyop` target (never a PIN, key bytes or content). The operational log says what
+/// an operator must act on, so a call that went well, or failed for a reason its caller must
+/// fix (NOT_FOUND, INVALID_ARGUMENT, ...), is a DEBUG line (`log.level =
+/// "info,signerd::keyop=debug"` shows them; the per-operation record is the audit trail's). A
+/// refused, cancelled or server-side failed call is a WARN line, at most one per outcome per
+/// 10 s, with the count of those left out: a fault storm or a client hammering a key out of
+/// its reach does not write a line per request.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LogSink;
+
+/// The kind a WARN line is limited by: its outcome.
+fn outcome_kind(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Ok => "ok",
+        Outcome::Denied => "PermissionDenied",
+        Outcome::Cancelled => "cancelled",
+        Outcome::Failed(code) => match code.as_str() {
+            "Internal" => "Internal",
+            "Unavailable" => "Unavailable",
+            "FailedPrecondition" => "FailedPrecondition",
+            "PermissionDenied" => "PermissionDenied",
+            _ => "failed",
+        },
+    }
+}
+
+/// The WARN lines' limiter, shared by every call.
+static KEYOP_WARNINGS: std::sync::LazyLock<RateLog> =
+    std::sync::LazyLock::new(|| RateLog::new(ratelog::INTERVAL));
 
 impl AuditSink for LogSink {
     fn record(
         &self,
         r: AuditRecord,
     ) -> Pin<Box<dyn Future<Output = Result<(), AuditUnavailable>> + Send + 'static>> {
+        // Most calls go well: when their line is off, nothing below is made for them.
+        let warn = match &r.outcome {
+            Outcome::Ok => false,
+            Outcome::Denied | Outcome::Cancelled => true,
+            Outcome::Failed(code) => matches!(
+                code.as_str(),
+                "Internal" | "Unavailable" | "FailedPrecondition" | "PermissionDenied"
+            ),
+        };
+        let suppressed = if warn {
+            match KEYOP_WARNINGS.admit(outcome_kind(&r.outcome), std::time::Instant::now()) {
+                Some(left_out) => left_out,
+                None => return Box::pin(std::future::ready(Ok(()))),
+            }
+        } else {
+            if !tracing::enabled!(target: "signerd::keyop", tracing::Level::DEBUG) {
+                return Box::pin(std::future::ready(Ok(())));
+            }
+            0
+        };
         // Microsecond resolution is plenty, and keeps the lines short.
         let duration_ms = r.duration_us as f64 / 1000.0;
         let method = &*r.method;
@@ -179,24 +226,12 @@ impl AuditSink for LogSink {
             other => other.as_str(),
         };
         let error = r.error.as_deref();
-        match &r.outcome {
-            Outcome::Ok => {
-                tracing::info!(target: "signerd::keyop", method, port, key_id, gun, role, client, detail, content_sha256, rule, outcome, duration_ms)
-            }
-            Outcome::Denied | Outcome::Cancelled => {
-                tracing::warn!(target: "signerd::keyop", method, port, key_id, gun, role, client, detail, rule, outcome, duration_ms, error)
-            }
-            Outcome::Failed(code)
-                if matches!(
-                    code.as_str(),
-                    "Internal" | "Unavailable" | "FailedPrecondition" | "PermissionDenied"
-                ) =>
-            {
-                tracing::warn!(target: "signerd::keyop", method, port, key_id, gun, role, client, detail, rule, outcome, duration_ms, error)
-            }
-            Outcome::Failed(_) => {
-                tracing::info!(target: "signerd::keyop", method, port, key_id, gun, role, client, detail, rule, outcome, duration_ms, error)
-            }
+        if warn {
+            tracing::warn!(target: "signerd::keyop", method, port, key_id, gun, role, client, detail, rule, outcome, duration_ms, error, suppressed)
+        } else if error.is_none() {
+            tracing::debug!(target: "signerd::keyop", method, port, key_id, gun, role, client, detail, content_sha256, rule, outcome, duration_ms)
+        } else {
+            tracing::debug!(target: "signerd::keyop", method, port, key_id, gun, role, client, detail, rule, outcome, duration_ms, error)
         }
         Box::pin(std::future::ready(Ok(())))
     }
@@ -617,6 +652,7 @@ mod tests {
         let writer = out.clone();
         let subscriber = tracing_subscriber::fmt()
             .with_ansi(false)
+            .with_max_level(tracing::Level::DEBUG)
             .with_writer(move || writer.clone())
             .finish();
         let forged = "x\n2026-01-01T00:00:00Z  INFO signerd::keyop: method=\"Sign\" outcome=\"ok\"";
@@ -644,6 +680,70 @@ mod tests {
         assert!(
             text.contains(r#"x\n2026-01-01"#),
             "escaped, not dropped: {text}"
+        );
+    }
+
+    /// A record of `outcome`, as a Sign on the Notary port makes it.
+    fn sign_record(outcome: Outcome) -> AuditRecord {
+        AuditRecord {
+            time: std::time::SystemTime::now(),
+            port: Port::Notary,
+            identity: "CN=notary-server".into(),
+            method: "Sign".into(),
+            key_id: None,
+            gun: Some("example.com/app".into()),
+            role: Some("timestamp".into()),
+            algorithm: Some("ecdsa".into()),
+            content_sha256: None,
+            error: match outcome {
+                Outcome::Ok => None,
+                _ => Some("the token went away".into()),
+            },
+            outcome,
+            rule: None,
+            duration_us: 1,
+        }
+    }
+
+    /// The lines `records` make under the log filter `level`.
+    fn lines_at(level: &str, records: impl FnOnce()) -> String {
+        let out = Lines::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_env_filter(tracing_subscriber::EnvFilter::new(level))
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, records);
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        text
+    }
+
+    // Without an audit file the log is no per-operation record: at the default level a call
+    // that went well writes nothing, and a storm of failed calls one line with a count.
+    #[test]
+    fn at_the_default_level_key_operations_write_no_line_and_faults_one_per_interval() {
+        let text = lines_at("info", || {
+            for _ in 0..1000 {
+                drop(LogSink.record(sign_record(Outcome::Ok)));
+            }
+            for _ in 0..1000 {
+                drop(LogSink.record(sign_record(Outcome::Failed("Unavailable".into()))));
+            }
+        });
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(
+            text.contains("WARN") && text.contains("outcome=\"Unavailable\""),
+            "{text}"
+        );
+
+        let on = lines_at("info,signerd::keyop=debug", || {
+            drop(LogSink.record(sign_record(Outcome::Ok)));
+        });
+        assert_eq!(on.lines().count(), 1, "{on}");
+        assert!(
+            on.contains("DEBUG") && on.contains("outcome=\"ok\""),
+            "{on}"
         );
     }
 }

@@ -521,13 +521,13 @@ async fn a_mechanism_listing_writes_no_error_line() {
     assert!(!logs.contains("is not supported"), "{logs}");
 
     // The lines are there to filter: an operator who asks for them gets them.
-    let (mut loud, socket) = start_signerd(
-        &c.dir.subdir("loud").unwrap(),
-        &c.token,
-        &c.pki,
-        "[log]\nlevel = \"info,cryptoki::mechanism=error\"",
-    )
-    .unwrap();
+    let mut token = c.token.clone();
+    token.env.push((
+        "SIGNERD_LOG_LEVEL".into(),
+        "info,cryptoki::mechanism=error".into(),
+    ));
+    let (mut loud, socket) =
+        start_signerd(&c.dir.subdir("loud").unwrap(), &token, &c.pki, "").unwrap();
     client(&socket)
         .await
         .list_mechanisms(pb::ListMechanismsRequest {})
