@@ -88,7 +88,11 @@ fn serve(args: &ServeArgs) -> Result<(), StartupError> {
         None => Arc::new(crate::edge::audit::LogSink),
     };
     let sink = Arc::new(TimedSink::new(sink, metrics.clone()));
-    let edge = Edge::new(PolicyHandle::new(policy), sink).with_metrics(metrics.clone());
+    let edge = Edge::new(PolicyHandle::new(policy), sink)
+        .with_metrics(metrics.clone())
+        .with_admission(crate::edge::admission::Admission::for_workers(
+            keys.stats().workers,
+        ));
     let result = runtime.block_on(async {
         let listener = crate::server::bind(settings.listen)
             .await

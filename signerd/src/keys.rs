@@ -28,8 +28,8 @@ use tokio::time::Instant;
 use crate::edge::error::KeyError;
 use crate::edge::policy::Operation;
 use crate::edge::Access;
-use workers::TokenWorkers;
-pub use workers::QUEUE_PER_WORKER;
+use workers::{TokenWorkers, LOCAL_LANE};
+pub use workers::{QUEUE_PER_WORKER, TOTAL_PER_LANE_CAPACITY};
 
 /// Async access to the keys in one token. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -51,7 +51,9 @@ pub struct StoreStats {
     pub workers: usize,
     /// Requests waiting for a token worker now.
     pub queue_depth: usize,
-    /// Requests that may wait before new ones are refused (RESOURCE_EXHAUSTED).
+    /// Requests that may wait on one lane (one client connection) before its new ones are
+    /// refused (RESOURCE_EXHAUSTED); all lanes together hold [`TOTAL_PER_LANE_CAPACITY`] times
+    /// that.
     pub queue_capacity: usize,
 }
 
@@ -108,7 +110,7 @@ impl KeyStore {
     ) -> Result<KeyInfo, KeyError> {
         access.check_usage(Operation::Create, &usage, Some(algorithm))?;
         let info = self
-            .blocking(move |t| t.create_key(algorithm, &usage))
+            .on_lane(access.lane, move |t| t.create_key(algorithm, &usage))
             .await?;
         access.facts.key(&info);
         Ok(info)
@@ -117,8 +119,9 @@ impl KeyStore {
     /// Public key, algorithm and usage of a key.
     pub async fn info(&self, access: &Access, id: KeyId) -> Result<KeyInfo, KeyError> {
         access.key_id(&id);
+        let lane = access.lane;
         let access = access.clone();
-        self.idempotent(move || {
+        self.idempotent(lane, move || {
             let access = access.clone();
             move |t: &Token| -> Result<KeyInfo, KeyError> {
                 let info = t.key_info(&id)?;
@@ -138,9 +141,10 @@ impl KeyStore {
     ) -> Result<Signature, KeyError> {
         access.key_id(&id);
         access.facts.content(&content);
+        let lane = access.lane;
         let access = access.clone();
         let content = Arc::new(content);
-        self.idempotent(move || {
+        self.idempotent(lane, move || {
             let access = access.clone();
             let content = Arc::clone(&content);
             move |t: &Token| -> Result<Signature, KeyError> {
@@ -156,8 +160,9 @@ impl KeyStore {
     /// stays, and the answer is the same as for an absent key).
     pub async fn delete(&self, access: &Access, id: KeyId) -> Result<bool, KeyError> {
         access.key_id(&id);
+        let lane = access.lane;
         let access = access.clone();
-        self.blocking_with(move |t| {
+        self.on_lane(lane, move |t| {
             let info = match t.key_info(&id) {
                 Ok(info) => info,
                 Err(TokenError::KeyNotFound(_)) => return Ok(false),
@@ -190,24 +195,33 @@ impl KeyStore {
         &self,
         op: impl FnOnce(&Token) -> Result<T, E> + Send + 'static,
     ) -> Result<T, E> {
+        self.on_lane(LOCAL_LANE, op).await
+    }
+
+    /// [`Self::blocking_with`] in the turn of `lane` (the caller's connection).
+    async fn on_lane<T: Send + 'static, E: From<TokenError> + Send + 'static>(
+        &self,
+        lane: u64,
+        op: impl FnOnce(&Token) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E> {
         self.ready(Instant::now() + self.bound).await?;
-        self.bounded(op).await
+        self.bounded(lane, op).await
     }
 
     /// Runs an idempotent operation (made afresh by `make` for each try); one that failed
     /// because the token went away runs once more when the token is back within the bound.
-    async fn idempotent<T, F>(&self, make: impl Fn() -> F) -> Result<T, KeyError>
+    async fn idempotent<T, F>(&self, lane: u64, make: impl Fn() -> F) -> Result<T, KeyError>
     where
         T: Send + 'static,
         F: FnOnce(&Token) -> Result<T, KeyError> + Send + 'static,
     {
         self.ready(Instant::now() + self.bound).await?;
-        match self.bounded(make()).await {
+        match self.bounded(lane, make()).await {
             Err(KeyError::Token(e)) if e.kind() == ErrorKind::Unavailable => {
                 self.ready(Instant::now() + self.bound)
                     .await
                     .map_err(|_| e)?;
-                self.bounded(make()).await
+                self.bounded(lane, make()).await
             }
             other => other,
         }
@@ -235,9 +249,10 @@ impl KeyStore {
     /// token; the job is skipped if it has not started).
     async fn bounded<T: Send + 'static, E: From<TokenError> + Send + 'static>(
         &self,
+        lane: u64,
         op: impl FnOnce(&Token) -> Result<T, E> + Send + 'static,
     ) -> Result<T, E> {
-        let run = self.workers.run(Arc::clone(&self.token), op);
+        let run = self.workers.run(lane, Arc::clone(&self.token), op);
         tokio::pin!(run);
         let mut serving = self.serving.clone();
         tokio::select! {

@@ -239,17 +239,18 @@ where
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         // On the mTLS port the caller was decoded and named once, when the connection was
         // accepted.
-        let (caller, name) = match request.extensions().get::<PeerInfo>() {
-            Some(peer) => (Arc::clone(&peer.caller), peer.name.clone()),
+        let (caller, name, lane) = match request.extensions().get::<PeerInfo>() {
+            Some(peer) => (Arc::clone(&peer.caller), peer.name.clone(), peer.lane),
             None => {
                 let caller = Caller::of(request.extensions());
                 let name = CallerName::of(&caller);
-                (Arc::new(caller), name)
+                (Arc::new(caller), name, Lane::LOCAL)
             }
         };
         let extensions = request.extensions_mut();
         extensions.insert(caller);
         extensions.insert(name);
+        extensions.insert(lane);
         self.inner.call(request)
     }
 }
@@ -268,17 +269,37 @@ pub struct PeerInfo {
     pub caller: Arc<Caller>,
     /// The client's name in records and logs.
     pub name: CallerName,
+    /// The connection's lane in the token workers' queue.
+    pub lane: Lane,
 }
 
 impl PeerInfo {
-    /// The connection from `remote` of `caller`, named now.
+    /// The connection from `remote` of `caller`, named now, on a lane of its own.
     pub fn new(remote: SocketAddr, caller: Caller) -> PeerInfo {
         let name = CallerName::of(&caller);
         PeerInfo {
             remote,
             caller: Arc::new(caller),
             name,
+            lane: Lane::next(),
         }
+    }
+}
+
+/// One client connection's lane in the token workers' queue: the workers take lanes in turn,
+/// so the calls of one connection wait behind each other, not behind another connection's.
+/// Calls that come with no connection of their own (the admin socket) share [`Lane::LOCAL`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lane(pub u64);
+
+impl Lane {
+    /// The lane of calls with no client connection of their own.
+    pub const LOCAL: Lane = Lane(0);
+
+    /// A lane no connection had before.
+    fn next() -> Lane {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        Lane(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
     }
 }
 

@@ -7,6 +7,7 @@
 //! The audit layer sits outside the policy layer so a refused call is recorded too.
 //! `grpc/` and `admin/` depend on this module, not on each other.
 
+pub mod admission;
 pub mod audit;
 pub mod error;
 pub mod identity;
@@ -24,16 +25,17 @@ use std::sync::Arc;
 use signerd_token::{KeyId, KeyInfo, KeyUsage, TokenError};
 use tower_layer::Layer as _;
 
+use self::admission::{Admission, AdmissionLayer, Admit};
 use self::audit::{AuditLayer, Audited, OpFacts};
 use self::error::KeyError;
-use self::identity::{Caller, Identify, IdentityLayer};
+use self::identity::{Caller, Identify, IdentityLayer, Lane};
 use self::inflight::InFlight;
 use self::metrics::{Metered, MetricsLayer};
 use self::policy::{Decision, Enforce, KeyFacts, Operation, Policy, PolicyHandle, PolicyLayer};
 use self::record::{AuditSink, Port};
 
 /// A service with the edge's layers in front.
-pub type Edged<S> = Metered<Identify<Audited<Enforce<S>>>>;
+pub type Edged<S> = Metered<Identify<Audited<Enforce<Admit<S>>>>>;
 
 /// The layers every port shares: what a service needs to be served.
 #[derive(Clone)]
@@ -42,6 +44,7 @@ pub struct Edge {
     sink: Arc<dyn AuditSink>,
     in_flight: InFlight,
     metrics: crate::metrics::Metrics,
+    admission: Admission,
 }
 
 impl std::fmt::Debug for Edge {
@@ -60,7 +63,14 @@ impl Edge {
             sink,
             in_flight: InFlight::default(),
             metrics: crate::metrics::Metrics::default(),
+            admission: Admission::for_workers(1),
         }
+    }
+
+    /// The same edge, admitting the Notary port's key operations through `admission`.
+    pub fn with_admission(mut self, admission: Admission) -> Edge {
+        self.admission = admission;
+        self
     }
 
     /// The same edge, counting calls into `metrics`.
@@ -69,12 +79,13 @@ impl Edge {
         self
     }
 
-    /// Wraps `service` of `port` in metrics, identity, audit and policy.
+    /// Wraps `service` of `port` in metrics, identity, audit, policy and admission.
     pub fn wrap<S>(&self, port: Port, service: S) -> Edged<S> {
+        let admitted = AdmissionLayer::new(port, self.admission.clone()).layer(service);
         MetricsLayer::new(port, self.metrics.clone()).layer(
             IdentityLayer.layer(
                 AuditLayer::new(port, Arc::clone(&self.sink), self.in_flight.clone())
-                    .layer(PolicyLayer::new(port, self.policy.clone()).layer(service)),
+                    .layer(PolicyLayer::new(port, self.policy.clone()).layer(admitted)),
             ),
         )
     }
@@ -112,6 +123,8 @@ pub struct Access {
     pub policy: Arc<Policy>,
     /// Where the key's facts go for the audit record.
     pub facts: OpFacts,
+    /// The token workers' lane the call waits in: its connection's on the Notary port.
+    pub lane: u64,
 }
 
 impl Access {
@@ -124,6 +137,7 @@ impl Access {
             caller: Caller::from_extensions(ext),
             policy: ext.get::<Arc<Policy>>().cloned().unwrap_or_default(),
             facts: OpFacts::of(request),
+            lane: ext.get::<Lane>().map_or(Lane::LOCAL.0, |l| l.0),
         }
     }
 

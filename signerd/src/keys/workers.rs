@@ -1,5 +1,6 @@
 //! Token workers: a fixed set of threads that carry out every token operation, fed by one
-//! bounded queue; a request waits for its answer on a oneshot channel.
+//! bounded queue that is fair between connections; a request waits for its answer on a oneshot
+//! channel.
 //!
 //! This replaces a `spawn_blocking` per request (tokio's blocking pool grows to 512 threads under
 //! load, and each hand-off costs context switches): the thread count is fixed whatever the load,
@@ -10,13 +11,22 @@
 //! token is never asked for more parallel work than configured, and no session is checked out
 //! of a shared pool. Between jobs a worker closes its session once the token went down, so the
 //! supervisor never waits on an idle worker before reconnecting.
+//!
+//! **Fairness.** Each request comes on a *lane* (one per client connection on the Notary port;
+//! see [`crate::edge::identity::Lane`]) and the workers take the lanes in turn, one job each,
+//! rather than the queue's jobs in arrival order. A client that keeps its connection's 128
+//! streams full of Signs gets one turn in N (N lanes with work waiting), not 128 places ahead of
+//! every other client: the client beside it keeps its share of the token. A lane may hold up to
+//! the queue's capacity (`workers × QUEUE_PER_WORKER`, at least the default 128 streams of one
+//! connection, so notary-server's one connection is never refused for its own burst); all lanes
+//! together up to [`TOTAL_PER_LANE_CAPACITY`] times that.
 
+use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{RecvTimeoutError, Sender, TrySendError};
 use signerd_token::{Token, TokenError};
 
 /// Requests that may wait per worker before new ones are refused (RESOURCE_EXHAUSTED). A token signature takes tens
@@ -28,7 +38,138 @@ pub const QUEUE_PER_WORKER: usize = 64;
 /// How often an idle worker looks whether its session's generation went down.
 const IDLE_TICK: Duration = Duration::from_millis(50);
 
+/// How many lanes' worth of capacity all lanes together may hold: a few busy connections queue
+/// side by side, many more are refused rather than making every request wait longer.
+pub const TOTAL_PER_LANE_CAPACITY: usize = 4;
+
 type Job = Box<dyn FnOnce() + Send>;
+
+/// The lane of work that comes from no client connection (the admin socket, start-up, probes).
+pub(crate) const LOCAL_LANE: u64 = crate::edge::identity::Lane::LOCAL.0;
+
+/// Why a job was not queued.
+enum Refused {
+    Full,
+    Closed,
+}
+
+/// What a worker got from the queue.
+enum Next {
+    Job(Job),
+    Idle,
+    Closed,
+}
+
+/// The jobs waiting, one FIFO per lane, and the lanes with work in the order they get their
+/// next turn. The lock is held only to push or pop a job: never across a token call.
+struct Lanes {
+    jobs: HashMap<u64, VecDeque<Job>>,
+    turns: VecDeque<u64>,
+    waiting: usize,
+    closed: bool,
+}
+
+/// The fair queue between the request tasks and the worker threads.
+struct FairQueue {
+    lanes: Mutex<Lanes>,
+    ready: Condvar,
+    per_lane: usize,
+    total: usize,
+}
+
+impl FairQueue {
+    fn new(per_lane: usize) -> FairQueue {
+        FairQueue {
+            lanes: Mutex::new(Lanes {
+                jobs: HashMap::new(),
+                turns: VecDeque::new(),
+                waiting: 0,
+                closed: false,
+            }),
+            ready: Condvar::new(),
+            per_lane,
+            total: per_lane * TOTAL_PER_LANE_CAPACITY,
+        }
+    }
+
+    /// The lock; a panic never happens under it (jobs run outside), so a poisoned lock still
+    /// holds consistent lanes.
+    fn lock(&self) -> MutexGuard<'_, Lanes> {
+        self.lanes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn push(&self, lane: u64, job: Job) -> Result<(), Refused> {
+        let mut lanes = self.lock();
+        if lanes.closed {
+            return Err(Refused::Closed);
+        }
+        if lanes.waiting >= self.total {
+            return Err(Refused::Full);
+        }
+        let queue = lanes.jobs.entry(lane).or_default();
+        if queue.len() >= self.per_lane {
+            return Err(Refused::Full);
+        }
+        let first = queue.is_empty();
+        queue.push_back(job);
+        if first {
+            lanes.turns.push_back(lane);
+        }
+        lanes.waiting += 1;
+        drop(lanes);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// The next lane's next job, waiting up to `idle` for one.
+    fn pop(&self, idle: Duration) -> Next {
+        let mut lanes = self.lock();
+        loop {
+            if let Some(lane) = lanes.turns.pop_front() {
+                let Some(queue) = lanes.jobs.get_mut(&lane) else {
+                    continue;
+                };
+                let job = queue.pop_front();
+                if queue.is_empty() {
+                    lanes.jobs.remove(&lane);
+                } else {
+                    lanes.turns.push_back(lane);
+                }
+                if let Some(job) = job {
+                    lanes.waiting -= 1;
+                    return Next::Job(job);
+                }
+                continue;
+            }
+            if lanes.closed {
+                return Next::Closed;
+            }
+            let (guard, timeout) = self
+                .ready
+                .wait_timeout(lanes, idle)
+                .unwrap_or_else(PoisonError::into_inner);
+            lanes = guard;
+            if timeout.timed_out() && lanes.turns.is_empty() {
+                return if lanes.closed {
+                    Next::Closed
+                } else {
+                    Next::Idle
+                };
+            }
+        }
+    }
+
+    /// Jobs waiting now, on every lane.
+    fn waiting(&self) -> usize {
+        self.lock().waiting
+    }
+
+    /// Refuses new jobs; the workers finish the waiting ones, then stop.
+    fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_all();
+    }
+}
 
 /// The worker threads and their queue. Dropping the last handle closes the queue, lets the
 /// workers finish what they hold, and joins them.
@@ -38,21 +179,19 @@ pub(crate) struct TokenWorkers {
 }
 
 struct Inner {
-    queue: Option<Sender<Job>>,
+    queue: Arc<FairQueue>,
     threads: Vec<JoinHandle<()>>,
-    capacity: usize,
 }
 
 impl TokenWorkers {
-    /// Starts `count` workers (at least one) with a queue of `count * QUEUE_PER_WORKER`; each
-    /// owns a session of `token` (none in unit tests that run no token operation).
+    /// Starts `count` workers (at least one) with a queue of `count * QUEUE_PER_WORKER` per
+    /// lane; each owns a session of `token` (none in unit tests that run no token operation).
     pub(crate) fn start(count: usize, token: Option<Arc<Token>>) -> std::io::Result<TokenWorkers> {
         let count = count.max(1);
-        let capacity = count * QUEUE_PER_WORKER;
-        let (queue, jobs) = crossbeam_channel::bounded::<Job>(capacity);
+        let queue = Arc::new(FairQueue::new(count * QUEUE_PER_WORKER));
         let threads = (0..count)
             .map(|i| {
-                let jobs = jobs.clone();
+                let jobs = Arc::clone(&queue);
                 let token = token.clone();
                 std::thread::Builder::new()
                     .name(format!("token-worker-{i}"))
@@ -60,8 +199,8 @@ impl TokenWorkers {
                         let guard = token.as_ref().map(|t| t.attach_worker());
                         drop(token);
                         loop {
-                            match jobs.recv_timeout(IDLE_TICK) {
-                                Ok(job) => {
+                            match jobs.pop(IDLE_TICK) {
+                                Next::Job(job) => {
                                     // A panicking operation drops its reply channel (the
                                     // caller gets an error); the worker itself stays.
                                     if std::panic::catch_unwind(AssertUnwindSafe(job)).is_err() {
@@ -70,8 +209,8 @@ impl TokenWorkers {
                                         );
                                     }
                                 }
-                                Err(RecvTimeoutError::Timeout) => {}
-                                Err(RecvTimeoutError::Disconnected) => break,
+                                Next::Idle => {}
+                                Next::Closed => break,
                             }
                             if let Some(guard) = &guard {
                                 guard.idle();
@@ -81,11 +220,7 @@ impl TokenWorkers {
             })
             .collect::<std::io::Result<Vec<_>>>()?;
         Ok(TokenWorkers {
-            inner: Arc::new(Inner {
-                queue: Some(queue),
-                threads,
-                capacity,
-            }),
+            inner: Arc::new(Inner { queue, threads }),
         })
     }
 
@@ -94,19 +229,21 @@ impl TokenWorkers {
         self.inner.threads.len()
     }
 
-    /// Requests that may wait for a worker.
+    /// Requests that may wait for a worker on one lane (one client connection).
     pub(crate) fn capacity(&self) -> usize {
-        self.inner.capacity
+        self.inner.queue.per_lane
     }
 
-    /// Requests waiting for a worker now.
+    /// Requests waiting for a worker now, on every lane.
     pub(crate) fn queue_depth(&self) -> usize {
-        self.inner.queue.as_ref().map_or(0, Sender::len)
+        self.inner.queue.waiting()
     }
 
-    /// Runs `op` on a worker and waits for its answer; refuses at once when the queue is full.
+    /// Runs `op` on a worker in `lane`'s turn and waits for its answer; refuses at once when the
+    /// lane's queue or the whole queue is full.
     pub(crate) async fn run<T, E>(
         &self,
+        lane: u64,
         token: Arc<Token>,
         op: impl FnOnce(&Token) -> Result<T, E> + Send + 'static,
     ) -> Result<T, E>
@@ -114,12 +251,13 @@ impl TokenWorkers {
         T: Send + 'static,
         E: From<TokenError> + Send + 'static,
     {
-        self.execute(move || op(&token)).await
+        self.execute(lane, move || op(&token)).await
     }
 
-    /// Queues `op` and waits for its answer on a oneshot channel.
+    /// Queues `op` on `lane` and waits for its answer on a oneshot channel.
     async fn execute<T, E>(
         &self,
+        lane: u64,
         op: impl FnOnce() -> Result<T, E> + Send + 'static,
     ) -> Result<T, E>
     where
@@ -135,18 +273,11 @@ impl TokenWorkers {
             }
             let _ = reply.send(op());
         });
-        let queue = self
-            .inner
-            .queue
-            .as_ref()
-            .ok_or_else(|| TokenError::Cryptoki("token workers stopped".into()))?;
-        match queue.try_send(job) {
+        match self.inner.queue.push(lane, job) {
             Ok(()) => {}
             // "all N token sessions stayed busy; raise token.sessions or reduce load".
-            Err(TrySendError::Full(_)) => {
-                return Err(TokenError::PoolExhausted(self.count()).into())
-            }
-            Err(TrySendError::Disconnected(_)) => {
+            Err(Refused::Full) => return Err(TokenError::PoolExhausted(self.count()).into()),
+            Err(Refused::Closed) => {
                 return Err(TokenError::Cryptoki("token workers stopped".into()).into())
             }
         }
@@ -159,7 +290,7 @@ impl TokenWorkers {
 impl Drop for Inner {
     fn drop(&mut self) {
         // Closing the queue ends each worker's loop once the queue is drained.
-        drop(self.queue.take());
+        self.queue.close();
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
@@ -170,7 +301,7 @@ impl std::fmt::Debug for TokenWorkers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenWorkers")
             .field("workers", &self.count())
-            .field("queue", &self.inner.capacity)
+            .field("per_lane", &self.inner.queue.per_lane)
             .finish()
     }
 }
@@ -184,7 +315,9 @@ mod tests {
     async fn answers_come_back_from_the_workers() {
         let workers = TokenWorkers::start(2, None).unwrap();
         let name = workers
-            .execute(|| Ok::<_, TokenError>(std::thread::current().name().map(str::to_owned)))
+            .execute(LOCAL_LANE, || {
+                Ok::<_, TokenError>(std::thread::current().name().map(str::to_owned))
+            })
             .await
             .unwrap();
         assert!(name.unwrap().starts_with("token-worker-"));
@@ -201,7 +334,7 @@ mod tests {
             let workers = workers.clone();
             tokio::spawn(async move {
                 workers
-                    .execute(move || {
+                    .execute(LOCAL_LANE, move || {
                         started.send(()).unwrap();
                         held.recv().unwrap();
                         Ok::<_, TokenError>(())
@@ -214,15 +347,19 @@ mod tests {
         let queued: Vec<_> = (0..QUEUE_PER_WORKER)
             .map(|i| {
                 let workers = workers.clone();
-                tokio::spawn(async move { workers.execute(move || Ok::<_, TokenError>(i)).await })
+                tokio::spawn(async move {
+                    workers
+                        .execute(LOCAL_LANE, move || Ok::<_, TokenError>(i))
+                        .await
+                })
             })
             .collect();
         // Let every queued request reach the queue.
-        while workers.inner.queue.as_ref().unwrap().len() < QUEUE_PER_WORKER {
+        while workers.queue_depth() < QUEUE_PER_WORKER {
             tokio::task::yield_now().await;
         }
         let refused = workers
-            .execute(|| Ok::<_, TokenError>(()))
+            .execute(LOCAL_LANE, || Ok::<_, TokenError>(()))
             .await
             .unwrap_err();
         assert!(matches!(refused, TokenError::PoolExhausted(1)), "{refused}");
@@ -233,18 +370,95 @@ mod tests {
         for (i, q) in queued.into_iter().enumerate() {
             assert_eq!(q.await.unwrap().unwrap(), i);
         }
-        workers.execute(|| Ok::<_, TokenError>(())).await.unwrap();
+        workers
+            .execute(LOCAL_LANE, || Ok::<_, TokenError>(()))
+            .await
+            .unwrap();
+    }
+
+    /// Holds the only worker of `workers` until the returned sender is used.
+    async fn hold_the_worker(
+        workers: &TokenWorkers,
+    ) -> (mpsc::Sender<()>, tokio::task::JoinHandle<()>) {
+        let (release, held) = mpsc::channel::<()>();
+        let (started, wait_started) = mpsc::channel::<()>();
+        let workers = workers.clone();
+        let blocker = tokio::spawn(async move {
+            workers
+                .execute(LOCAL_LANE, move || {
+                    started.send(()).unwrap();
+                    held.recv().unwrap();
+                    Ok::<_, TokenError>(())
+                })
+                .await
+                .unwrap()
+        });
+        wait_started.recv().unwrap();
+        (release, blocker)
+    }
+
+    // A connection with its whole lane full does not go ahead of another connection's one
+    // request: the workers take the lanes in turn.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lanes_take_turns_so_a_full_lane_does_not_starve_another() {
+        let workers = TokenWorkers::start(1, None).unwrap();
+        let (release, blocker) = hold_the_worker(&workers).await;
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let queue = |lane: u64, n: usize| {
+            let workers = workers.clone();
+            let order = Arc::clone(&order);
+            tokio::spawn(async move {
+                workers
+                    .execute(lane, move || {
+                        order.lock().unwrap().push((lane, n));
+                        Ok::<_, TokenError>(())
+                    })
+                    .await
+            })
+        };
+        let flood: Vec<_> = (0..QUEUE_PER_WORKER).map(|n| queue(1, n)).collect();
+        while workers.queue_depth() < QUEUE_PER_WORKER {
+            tokio::task::yield_now().await;
+        }
+        // The flood's lane is full: its next request is refused, another lane's is not.
+        let refused = workers
+            .execute(1, || Ok::<_, TokenError>(()))
+            .await
+            .unwrap_err();
+        assert!(matches!(refused, TokenError::PoolExhausted(1)), "{refused}");
+        let other = queue(2, 0);
+        while workers.queue_depth() < QUEUE_PER_WORKER + 1 {
+            tokio::task::yield_now().await;
+        }
+        release.send(()).unwrap();
+        blocker.await.unwrap();
+        other.await.unwrap().unwrap();
+        for f in flood {
+            f.await.unwrap().unwrap();
+        }
+        let order = order.lock().unwrap();
+        let at = order.iter().position(|&(lane, _)| lane == 2).unwrap();
+        assert!(
+            at <= 1,
+            "the other lane's request ran after {at} of the flood's: {order:?}"
+        );
+        assert_eq!(order.len(), QUEUE_PER_WORKER + 1);
     }
 
     #[tokio::test]
     async fn a_panicking_operation_fails_its_request_and_the_worker_stays() {
         let workers = TokenWorkers::start(1, None).unwrap();
         let failed = workers
-            .execute(|| -> Result<(), TokenError> { panic!("operation bug") })
+            .execute(LOCAL_LANE, || -> Result<(), TokenError> {
+                panic!("operation bug")
+            })
             .await
             .unwrap_err();
         assert!(matches!(failed, TokenError::Cryptoki(_)), "{failed}");
-        workers.execute(|| Ok::<_, TokenError>(())).await.unwrap();
+        workers
+            .execute(LOCAL_LANE, || Ok::<_, TokenError>(()))
+            .await
+            .unwrap();
     }
 
     #[test]

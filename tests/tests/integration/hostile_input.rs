@@ -5,7 +5,7 @@
 //! the normal client (8 calls in flight on its own connections) never sees NOT_FOUND for its
 //! key and, beside the silent and idle connections, completes at least half as many Signs in a
 //! window as in the windows just before and after (counts in equal windows, no time
-//! thresholds; beside the 10,000 streams that is measured and reported, not yet met);
+//! thresholds; beside the 10,000 streams that is measured and reported, not yet asserted);
 //! signerd's threads and resident memory, read from /proc, stay bounded. Descriptor
 //! exhaustion (signerd's open files limit lowered under it) makes Signs of a key that exists
 //! UNAVAILABLE or RESOURCE_EXHAUSTED, never NOT_FOUND.
@@ -347,6 +347,7 @@ fn flood_thread(
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) -> std::thread::JoinHandle<FloodAnswers> {
     std::thread::spawn(move || {
+        lowest_priority_for_this_thread();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -396,6 +397,27 @@ fn flood_thread(
     })
 }
 
+/// Puts the calling thread at the lowest CPU priority (`renice 19` on its thread ID). The flood's
+/// client keeps 10,000 calls open in this test process, beside the normal client, on a
+/// machine of two cores: its own client-side work (tonic's buffer and h2's queue of streams
+/// waiting to open) must not take the normal client's CPU, or the test would measure the test
+/// process rather than signerd. An attacker's client runs on a machine of its own; signerd
+/// sees the same 10,000 streams either way.
+fn lowest_priority_for_this_thread() {
+    let link = std::fs::read_link("/proc/thread-self").expect("/proc/thread-self");
+    let tid = link
+        .file_name()
+        .and_then(|t| t.to_str())
+        .expect("PID/task/TID")
+        .to_owned();
+    let status = std::process::Command::new("renice")
+        .args(["-n", "19", "-p", &tid])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("renice (util-linux) runs");
+    assert!(status.success(), "renice -n 19 -p {tid}: {status}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_streams_on_one_connection_are_served_or_shed_and_signerd_stays_bounded() {
     let mut s = setup("hostile-streams", &[]);
@@ -421,9 +443,13 @@ async fn ten_thousand_streams_on_one_connection_are_served_or_shed_and_signerd_s
         "the flood ended before the window did: the window did not measure under load"
     );
     let after = normal.signs_in_window().await;
-    // Not asserted yet: signerd does not keep the normal client at half its rate beside this
-    // flood (measured 852 Signs per window before, 36 beside it, 83 just after it was
-    // cancelled); the fix is in the server's HTTP/2 settings and the token workers' queue.
+    // Measured and reported, not asserted yet. signerd now admits the Notary port's key
+    // operations a few at a time, connections in turn (edge::admission), and its token workers
+    // take connections in turn too: the flood is served a fraction of what it asks (17-250
+    // Signs per window, was 1,544-4,007) and signerd's CPU under it drops. On this 2-core
+    // machine under other load the normal client kept 26-67 % of its rate (was 4-15 %): the
+    // rest goes to the flood's client in this same process and to the machine, so a half-rate
+    // assertion would measure the machine. Issue 9 keeps it open.
     report_rate(before, loaded, after, "10,000 streams on one connection");
 }
 

@@ -1,0 +1,334 @@
+//! Admission: how many key operations of the Notary port run at once, and whose turn is next.
+//!
+//! A key operation costs signerd's CPU (TLS, HTTP/2, decoding, the reply) before and after the
+//! token's part. One client that keeps its connection's 128 streams full would otherwise take
+//! the runtime's CPU in proportion to its open streams, and a client beside it with 8 calls in
+//! flight would get a few percent of it. Here a fixed number of operations run at once
+//! ([`Admission::new`]: enough to keep every token worker and the runtime's threads busy);
+//! the others wait, undecoded, in their connection's lane, and a freed place goes to the next
+//! lane in turn: each connection with calls waiting gets an equal share of the places, however
+//! many streams it holds. One connection alone (notary-server) still gets every place.
+//!
+//! Waiting calls are bounded by the HTTP/2 limits (`server.max_concurrent_streams` per
+//! connection, `server.max_connections`) and by `server.request_timeout`; no lock is held
+//! across an await.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+
+use tokio::sync::oneshot;
+use tonic::server::NamedService;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::identity::Lane;
+use super::operation::Operation;
+use super::record::Port;
+
+/// The places for key operations, shared by every connection of a port. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Admission {
+    inner: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    places: usize,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    free: usize,
+    /// Calls waiting, one FIFO per lane.
+    waiting: HashMap<u64, VecDeque<oneshot::Sender<()>>>,
+    /// Lanes with calls waiting, in the order of their next turn.
+    turns: VecDeque<u64>,
+}
+
+/// One admitted operation; dropping it frees its place for the next lane in turn.
+#[derive(Debug)]
+pub struct Admitted {
+    inner: Arc<Shared>,
+}
+
+impl Admission {
+    /// `places` operations at once (at least one).
+    pub fn new(places: usize) -> Admission {
+        let places = places.max(1);
+        Admission {
+            inner: Arc::new(Shared {
+                state: Mutex::new(State {
+                    free: places,
+                    ..State::default()
+                }),
+                places,
+            }),
+        }
+    }
+
+    /// The places for a server whose token has `workers` workers: each worker busy with one
+    /// operation while three more per worker are read, queued and answered, plus one per core
+    /// (10 with 2 workers on 2 cores): one connection alone keeps the token busy, and a client
+    /// with 128 streams open still holds only its turn's share.
+    pub fn for_workers(workers: usize) -> Admission {
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        Admission::new(4 * workers + cores)
+    }
+
+    /// Operations that may run at once.
+    pub fn places(&self) -> usize {
+        self.inner.places
+    }
+
+    /// Waits for a place in `lane`'s turn.
+    pub async fn admit(&self, lane: Lane) -> Admitted {
+        let receiver = {
+            let mut state = self.inner.lock();
+            if state.free > 0 && state.turns.is_empty() {
+                state.free -= 1;
+                return Admitted {
+                    inner: Arc::clone(&self.inner),
+                };
+            }
+            let (sender, receiver) = oneshot::channel();
+            let state = &mut *state;
+            let queue = state.waiting.entry(lane.0).or_default();
+            if queue.is_empty() {
+                state.turns.push_back(lane.0);
+            }
+            queue.push_back(sender);
+            receiver
+        };
+        let mut wait = Waiting {
+            receiver: Some(receiver),
+            inner: Arc::clone(&self.inner),
+        };
+        // The sender is only dropped unsent when the admission itself goes: then admit anyway.
+        let receiver = wait.receiver.as_mut().expect("set above");
+        let _ = receiver.await;
+        wait.receiver = None;
+        Admitted {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl Shared {
+    /// The lock; nothing panics under it, so a poisoned lock still holds consistent lanes.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Hands a freed place to the next lane's first live waiter, or keeps it free.
+    fn release(&self) {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        while let Some(lane) = state.turns.pop_front() {
+            let Some(queue) = state.waiting.get_mut(&lane) else {
+                continue;
+            };
+            let next = queue.pop_front();
+            if queue.is_empty() {
+                state.waiting.remove(&lane);
+            } else {
+                state.turns.push_back(lane);
+            }
+            // A waiter that gave up (its call was cancelled) dropped its receiver: next.
+            if next.is_some_and(|waiter| waiter.send(()).is_ok()) {
+                return;
+            }
+        }
+        state.free += 1;
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.inner.release();
+    }
+}
+
+/// A call waiting for its place; one cancelled after its place was handed over passes the
+/// place on.
+struct Waiting {
+    receiver: Option<oneshot::Receiver<()>>,
+    inner: Arc<Shared>,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if let Some(mut receiver) = self.receiver.take() {
+            receiver.close();
+            if receiver.try_recv().is_ok() {
+                self.inner.release();
+            }
+        }
+    }
+}
+
+/// Makes [`Admit`]: key operations of the Notary port wait for a place; other calls (health,
+/// the admin port) do not.
+#[derive(Clone, Debug)]
+pub struct AdmissionLayer {
+    port: Port,
+    admission: Admission,
+}
+
+impl AdmissionLayer {
+    /// Admits the key operations of `port` through `admission`.
+    pub fn new(port: Port, admission: Admission) -> AdmissionLayer {
+        AdmissionLayer { port, admission }
+    }
+}
+
+impl<S> Layer<S> for AdmissionLayer {
+    type Service = Admit<S>;
+
+    fn layer(&self, inner: S) -> Admit<S> {
+        Admit {
+            inner,
+            port: self.port,
+            admission: self.admission.clone(),
+        }
+    }
+}
+
+/// The service [`AdmissionLayer`] makes.
+#[derive(Clone, Debug)]
+pub struct Admit<S> {
+    inner: S,
+    port: Port,
+    admission: Admission,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, B> Service<http::Request<B>> for Admit<S>
+where
+    S: Service<http::Request<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let method = request.uri().path().rsplit('/').next().unwrap_or_default();
+        // The admin port's callers are local and few; its streams may stay open long.
+        if self.port != Port::Notary || Operation::of_method(self.port, method).is_none() {
+            return Box::pin(self.inner.call(request));
+        }
+        let lane = request
+            .extensions()
+            .get::<Lane>()
+            .copied()
+            .unwrap_or(Lane::LOCAL);
+        let admission = self.admission.clone();
+        // The ready clone is the one called; a fresh clone waits for readiness again.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let _place = admission.admit(lane).await;
+            inner.call(request).await
+        })
+    }
+}
+
+impl<S: NamedService> NamedService for Admit<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Admits on `lane` in a task; the task ends (and frees the place) when `done` fires.
+    fn hold(
+        admission: &Admission,
+        lane: u64,
+        order: &Arc<Mutex<Vec<u64>>>,
+    ) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+        let (done, finished) = oneshot::channel::<()>();
+        let admission = admission.clone();
+        let order = Arc::clone(order);
+        let task = tokio::spawn(async move {
+            let _place = admission.admit(Lane(lane)).await;
+            order.lock().unwrap().push(lane);
+            let _ = finished.await;
+        });
+        (done, task)
+    }
+
+    async fn settle() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn freed_places_go_to_the_lanes_in_turn() {
+        let admission = Admission::new(1);
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let (first, first_task) = hold(&admission, 1, &order);
+        settle().await;
+        // Lane 1 queues ten more calls, then lane 2 one.
+        let flood: Vec<_> = (0..10).map(|_| hold(&admission, 1, &order)).collect();
+        settle().await;
+        let (other, other_task) = hold(&admission, 2, &order);
+        settle().await;
+        assert_eq!(*order.lock().unwrap(), vec![1], "one place, taken");
+
+        first.send(()).unwrap();
+        first_task.await.unwrap();
+        settle().await;
+        // Lane 1 queued first, so it has the next turn; then lane 2, not after ten of lane 1's.
+        assert_eq!(*order.lock().unwrap(), vec![1, 1]);
+        let mut flood = flood.into_iter();
+        let (done, task) = flood.next().unwrap();
+        done.send(()).unwrap();
+        task.await.unwrap();
+        settle().await;
+        assert_eq!(*order.lock().unwrap(), vec![1, 1, 2]);
+        other.send(()).unwrap();
+        other_task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_waiter_is_skipped_and_the_place_goes_on() {
+        let admission = Admission::new(1);
+        let held = admission.admit(Lane(1)).await;
+        let cancelled = tokio::spawn({
+            let admission = admission.clone();
+            async move {
+                let _place = admission.admit(Lane(2)).await;
+                std::future::pending::<()>().await;
+            }
+        });
+        settle().await;
+        let waiting = tokio::spawn({
+            let admission = admission.clone();
+            async move { drop(admission.admit(Lane(3)).await) }
+        });
+        settle().await;
+        cancelled.abort();
+        let _ = cancelled.await;
+        drop(held);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("the place reached lane 3")
+            .unwrap();
+        // Every place is free again.
+        let again = admission.admit(Lane(4)).await;
+        drop(again);
+        assert_eq!(admission.inner.lock().free, 1);
+    }
+}
