@@ -57,6 +57,9 @@ pub struct ObjectView {
     serial: Option<Vec<u8>>,
     derived: bool,
     session: Option<CK_SESSION_HANDLE>,
+    /// signerd's name for a session key pair's half, which the client knows by its own
+    /// `CKA_ID` and label (those of `object`).
+    session_key: Option<ObjectRef>,
 }
 
 /// The objects signerd listed, each with the public key object of every private key that has
@@ -135,6 +138,41 @@ impl ObjectView {
         }
     }
 
+    /// A half of a session key pair: in signerd's token under `object`'s reference, shown to
+    /// the client with the `CKA_ID` and label it asked for, for `session`'s life.
+    pub fn session_key(
+        object: Object,
+        id: Vec<u8>,
+        label: String,
+        session: CK_SESSION_HANDLE,
+    ) -> ObjectView {
+        let in_token = object.r#ref.clone().unwrap_or_default();
+        let mut shown = object;
+        shown.r#ref = Some(ObjectRef {
+            class: in_token.class,
+            id,
+            label,
+        });
+        // signerd's URI names the marked object, which no client can use by name.
+        shown.uri = String::new();
+        ObjectView {
+            session: Some(session),
+            session_key: Some(in_token),
+            ..ObjectView::new(shown)
+        }
+    }
+
+    /// signerd's reference for operations on the object: for a session key, the one in the
+    /// token, not the client's name for it.
+    pub fn signerd_reference(&self) -> ObjectRef {
+        self.session_key.clone().unwrap_or_else(|| self.reference())
+    }
+
+    /// Whether the object is a half of a session key pair in signerd's token.
+    pub fn is_session_key(&self) -> bool {
+        self.session_key.is_some()
+    }
+
     /// The session a session object belongs to; `None` for objects in signerd's token.
     pub fn session(&self) -> Option<CK_SESSION_HANDLE> {
         self.session
@@ -174,6 +212,7 @@ impl ObjectView {
             serial: None,
             derived: false,
             session: None,
+            session_key: None,
         };
         if let Ok(spki) = SubjectPublicKeyInfoRef::from_der(&view.object.public_key_spki) {
             let point = spki.subject_public_key.raw_bytes();
@@ -402,10 +441,21 @@ impl ObjectTable {
             .collect()
     }
 
-    /// Drops the session objects of the sessions `closed` says are closed.
-    pub fn drop_session_objects(&mut self, closed: impl Fn(CK_SESSION_HANDLE) -> bool) {
-        self.by_handle
-            .retain(|_, v| v.session.is_none_or(|s| !closed(s)));
+    /// Drops the session objects of the sessions `closed` says are closed, and gives back the
+    /// session keys among them (to destroy in signerd's token).
+    pub fn drop_session_objects(
+        &mut self,
+        closed: impl Fn(CK_SESSION_HANDLE) -> bool,
+    ) -> Vec<ObjectRef> {
+        let mut keys = Vec::new();
+        self.by_handle.retain(|_, v| {
+            let keep = v.session.is_none_or(|s| !closed(s));
+            if !keep {
+                keys.extend(v.session_key.clone());
+            }
+            keep
+        });
+        keys
     }
 
     /// The object behind `handle`.

@@ -392,14 +392,14 @@ pub fn key_pair_request(
             (None, None) => Ok(None),
         }
     };
-    for t in [public, private] {
-        if get_bool(t, CKA_TOKEN)? == Some(false) {
-            return Err(Error::AttributeValueInvalid(
-                "CKA_TOKEN=false: keys are made in signerd's token".into(),
-            ));
-        }
-    }
+    // The private half decides: PKCS#11's default, CKA_TOKEN false, makes a session key
+    // pair (python-pkcs11 asks for one unless told to store the keys).
+    let token = match get_bool(private, CKA_TOKEN)? {
+        Some(t) => t,
+        None => get_bool(public, CKA_TOKEN)?.unwrap_or(false),
+    };
     let mut request = GenerateKeyPairRequest {
+        session: !token,
         id: both(CKA_ID)?.unwrap_or_default(),
         label: match both(CKA_LABEL)? {
             Some(l) => String::from_utf8(l)

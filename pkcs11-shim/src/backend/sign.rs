@@ -163,7 +163,7 @@ impl Shim {
     fn sign_now(&self, state: &SignState) -> Result<Vec<u8>, Error> {
         let (mechanism, data, pss) = state.operation.request()?;
         let response: SignResponse = self.bridge.call(SignRequest {
-            key: Some(state.key.reference()),
+            key: Some(state.key.signerd_reference()),
             mechanism: mechanism as u64,
             data,
             pss,

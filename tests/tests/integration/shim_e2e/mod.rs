@@ -152,4 +152,5 @@ mod openssl;
 mod pkcs11_tool;
 mod public_keys;
 mod restart;
+mod session_keys;
 mod trusted_socket;
