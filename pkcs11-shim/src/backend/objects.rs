@@ -109,7 +109,8 @@ impl Shim {
         handle: CK_SESSION_HANDLE,
         template: &[Attr],
     ) -> Result<CK_OBJECT_HANDLE, Error> {
-        let object = match template::new_object(template)? {
+        let read_only = !self.session(handle)?.lock()?.read_write;
+        let object = match template::new_object_in(template, read_only)? {
             NewObject::Session(object) => {
                 // Session objects may be made in read-only sessions, and public ones without
                 // a login (PKCS#11 2.40 section 6.7.1).
