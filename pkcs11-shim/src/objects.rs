@@ -60,6 +60,9 @@ pub struct ObjectView {
     /// signerd's name for a session key pair's half, which the client knows by its own
     /// `CKA_ID` and label (those of `object`).
     session_key: Option<ObjectRef>,
+    /// Attributes a session object's template gave that the shim does not derive (e.g. a
+    /// certificate's `CKA_HASH_OF_SUBJECT_PUBLIC_KEY`), answered as given.
+    given: Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)>,
 }
 
 /// The objects signerd listed, each with the public key object of every private key that has
@@ -173,6 +176,17 @@ impl ObjectView {
         self.session_key.is_some()
     }
 
+    /// The same session object, also answering the attributes of `template` it does not
+    /// derive itself, as given.
+    pub fn with_given(mut self, template: &[crate::template::Attr]) -> ObjectView {
+        self.given = template
+            .iter()
+            .filter(|a| self.attribute(a.ty) == AttrValue::Invalid)
+            .map(|a| (a.ty, a.value.to_vec()))
+            .collect();
+        self
+    }
+
     /// The session a session object belongs to; `None` for objects in signerd's token.
     pub fn session(&self) -> Option<CK_SESSION_HANDLE> {
         self.session
@@ -213,6 +227,7 @@ impl ObjectView {
             derived: false,
             session: None,
             session_key: None,
+            given: Vec::new(),
         };
         if let Ok(spki) = SubjectPublicKeyInfoRef::from_der(&view.object.public_key_spki) {
             let point = spki.subject_public_key.raw_bytes();
@@ -352,7 +367,10 @@ impl ObjectView {
             CKA_SUBJECT if class == CKO_CERTIFICATE => some(&self.subject),
             CKA_ISSUER if class == CKO_CERTIFICATE => some(&self.issuer),
             CKA_SERIAL_NUMBER if class == CKO_CERTIFICATE => some(&self.serial),
-            _ => AttrValue::Invalid,
+            _ => match self.given.iter().find(|(t, _)| *t == ty) {
+                Some((_, v)) => AttrValue::Value(v.clone()),
+                None => AttrValue::Invalid,
+            },
         }
     }
 
@@ -586,10 +604,27 @@ mod tests {
     fn session_objects_keep_their_handles_apart_and_go_with_their_session() {
         let mut table = ObjectTable::default();
         let (token, _) = table.upsert(object(ObjectClass::PublicKey, &[1], "a"));
-        let mine = table.insert_session_object(ObjectView::session_object(
-            object(ObjectClass::PublicKey, &[1], "a"),
-            7,
-        ));
+        let given = [
+            Attr::new(CKA_HASH_OF_SUBJECT_PUBLIC_KEY, vec![9; 20]),
+            Attr::new(CKA_ID, vec![2]),
+        ];
+        let mine = table.insert_session_object(
+            ObjectView::session_object(object(ObjectClass::PublicKey, &[1], "a"), 7)
+                .with_given(&given),
+        );
+        assert_eq!(
+            table
+                .get(mine)
+                .unwrap()
+                .attribute(CKA_HASH_OF_SUBJECT_PUBLIC_KEY),
+            AttrValue::Value(vec![9; 20]),
+            "a template's attribute the shim does not derive is kept"
+        );
+        assert_eq!(
+            table.get(mine).unwrap().attribute(CKA_ID),
+            AttrValue::Value(vec![1]),
+            "what the shim derives is not overridden"
+        );
         assert_ne!(token, mine);
         assert_eq!(
             table.get(mine).unwrap().attribute(CKA_TOKEN),

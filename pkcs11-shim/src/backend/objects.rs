@@ -115,7 +115,7 @@ impl Shim {
                 // Session objects may be made in read-only sessions, and public ones without
                 // a login (PKCS#11 2.40 section 6.7.1).
                 self.session(handle)?;
-                let view = ObjectView::session_object(object, handle);
+                let view = ObjectView::session_object(object, handle).with_given(template);
                 let h = self.objects.lock()?.insert_session_object(view);
                 shim_log!(
                     Info,
