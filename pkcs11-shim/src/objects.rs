@@ -57,6 +57,12 @@ pub struct ObjectView {
     serial: Option<Vec<u8>>,
     derived: bool,
     session: Option<CK_SESSION_HANDLE>,
+    /// signerd's name for a session key pair's half, which the client knows by its own
+    /// `CKA_ID` and label (those of `object`).
+    session_key: Option<ObjectRef>,
+    /// Attributes a session object's template gave that the shim does not derive (e.g. a
+    /// certificate's `CKA_HASH_OF_SUBJECT_PUBLIC_KEY`), answered as given.
+    given: Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)>,
 }
 
 /// The objects signerd listed, each with the public key object of every private key that has
@@ -135,6 +141,52 @@ impl ObjectView {
         }
     }
 
+    /// A half of a session key pair: in signerd's token under `object`'s reference, shown to
+    /// the client with the `CKA_ID` and label it asked for, for `session`'s life.
+    pub fn session_key(
+        object: Object,
+        id: Vec<u8>,
+        label: String,
+        session: CK_SESSION_HANDLE,
+    ) -> ObjectView {
+        let in_token = object.r#ref.clone().unwrap_or_default();
+        let mut shown = object;
+        shown.r#ref = Some(ObjectRef {
+            class: in_token.class,
+            id,
+            label,
+        });
+        // signerd's URI names the marked object, which no client can use by name.
+        shown.uri = String::new();
+        ObjectView {
+            session: Some(session),
+            session_key: Some(in_token),
+            ..ObjectView::new(shown)
+        }
+    }
+
+    /// signerd's reference for operations on the object: for a session key, the one in the
+    /// token, not the client's name for it.
+    pub fn signerd_reference(&self) -> ObjectRef {
+        self.session_key.clone().unwrap_or_else(|| self.reference())
+    }
+
+    /// Whether the object is a half of a session key pair in signerd's token.
+    pub fn is_session_key(&self) -> bool {
+        self.session_key.is_some()
+    }
+
+    /// The same session object, also answering the attributes of `template` it does not
+    /// derive itself, as given.
+    pub fn with_given(mut self, template: &[crate::template::Attr]) -> ObjectView {
+        self.given = template
+            .iter()
+            .filter(|a| self.attribute(a.ty) == AttrValue::Invalid)
+            .map(|a| (a.ty, a.value.to_vec()))
+            .collect();
+        self
+    }
+
     /// The session a session object belongs to; `None` for objects in signerd's token.
     pub fn session(&self) -> Option<CK_SESSION_HANDLE> {
         self.session
@@ -174,6 +226,8 @@ impl ObjectView {
             serial: None,
             derived: false,
             session: None,
+            session_key: None,
+            given: Vec::new(),
         };
         if let Ok(spki) = SubjectPublicKeyInfoRef::from_der(&view.object.public_key_spki) {
             let point = spki.subject_public_key.raw_bytes();
@@ -313,7 +367,10 @@ impl ObjectView {
             CKA_SUBJECT if class == CKO_CERTIFICATE => some(&self.subject),
             CKA_ISSUER if class == CKO_CERTIFICATE => some(&self.issuer),
             CKA_SERIAL_NUMBER if class == CKO_CERTIFICATE => some(&self.serial),
-            _ => AttrValue::Invalid,
+            _ => match self.given.iter().find(|(t, _)| *t == ty) {
+                Some((_, v)) => AttrValue::Value(v.clone()),
+                None => AttrValue::Invalid,
+            },
         }
     }
 
@@ -402,10 +459,21 @@ impl ObjectTable {
             .collect()
     }
 
-    /// Drops the session objects of the sessions `closed` says are closed.
-    pub fn drop_session_objects(&mut self, closed: impl Fn(CK_SESSION_HANDLE) -> bool) {
-        self.by_handle
-            .retain(|_, v| v.session.is_none_or(|s| !closed(s)));
+    /// Drops the session objects of the sessions `closed` says are closed, and gives back the
+    /// session keys among them (to destroy in signerd's token).
+    pub fn drop_session_objects(
+        &mut self,
+        closed: impl Fn(CK_SESSION_HANDLE) -> bool,
+    ) -> Vec<ObjectRef> {
+        let mut keys = Vec::new();
+        self.by_handle.retain(|_, v| {
+            let keep = v.session.is_none_or(|s| !closed(s));
+            if !keep {
+                keys.extend(v.session_key.clone());
+            }
+            keep
+        });
+        keys
     }
 
     /// The object behind `handle`.
@@ -536,10 +604,27 @@ mod tests {
     fn session_objects_keep_their_handles_apart_and_go_with_their_session() {
         let mut table = ObjectTable::default();
         let (token, _) = table.upsert(object(ObjectClass::PublicKey, &[1], "a"));
-        let mine = table.insert_session_object(ObjectView::session_object(
-            object(ObjectClass::PublicKey, &[1], "a"),
-            7,
-        ));
+        let given = [
+            Attr::new(CKA_HASH_OF_SUBJECT_PUBLIC_KEY, vec![9; 20]),
+            Attr::new(CKA_ID, vec![2]),
+        ];
+        let mine = table.insert_session_object(
+            ObjectView::session_object(object(ObjectClass::PublicKey, &[1], "a"), 7)
+                .with_given(&given),
+        );
+        assert_eq!(
+            table
+                .get(mine)
+                .unwrap()
+                .attribute(CKA_HASH_OF_SUBJECT_PUBLIC_KEY),
+            AttrValue::Value(vec![9; 20]),
+            "a template's attribute the shim does not derive is kept"
+        );
+        assert_eq!(
+            table.get(mine).unwrap().attribute(CKA_ID),
+            AttrValue::Value(vec![1]),
+            "what the shim derives is not overridden"
+        );
         assert_ne!(token, mine);
         assert_eq!(
             table.get(mine).unwrap().attribute(CKA_TOKEN),

@@ -143,10 +143,21 @@ pub enum NewObject {
 /// as `CKA_EC_PARAMS` + `CKA_VALUE` (the scalar) with a `CKA_VENDOR_DEFINED` touch policy.
 /// Public keys and certificates with `CKA_TOKEN` false become session objects.
 pub fn new_object(template: &[Attr]) -> Result<NewObject, Error> {
+    new_object_in(template, false)
+}
+
+/// As [`new_object`], in a session that is `read_only`: there a certificate without
+/// `CKA_TOKEN` is a session object, PKCS#11's default (python-pkcs11 imports certificates
+/// so), as a read-only session cannot make token objects.
+pub fn new_object_in(template: &[Attr], read_only: bool) -> Result<NewObject, Error> {
     let class = get_ulong(template, CKA_CLASS)?.ok_or(Error::TemplateIncomplete("CKA_CLASS"))?;
     // PKCS#11's default for CKA_TOKEN is false; the notary CLI (and ykcs11 with it) never
-    // sets it and means the token, so only an explicit false makes a session object.
-    let token = get_bool(template, CKA_TOKEN)?;
+    // sets it and means the token (in a read-write session), so there only an explicit false
+    // makes a session object.
+    let token = match get_bool(template, CKA_TOKEN)? {
+        None if read_only => Some(false),
+        given => given,
+    };
     let id = get(template, CKA_ID).unwrap_or_default().to_vec();
     let label = get_label(template)?.unwrap_or_default();
     let reference = |class: ObjectClass| ObjectRef {
@@ -392,14 +403,14 @@ pub fn key_pair_request(
             (None, None) => Ok(None),
         }
     };
-    for t in [public, private] {
-        if get_bool(t, CKA_TOKEN)? == Some(false) {
-            return Err(Error::AttributeValueInvalid(
-                "CKA_TOKEN=false: keys are made in signerd's token".into(),
-            ));
-        }
-    }
+    // The private half decides: PKCS#11's default, CKA_TOKEN false, makes a session key
+    // pair (python-pkcs11 asks for one unless told to store the keys).
+    let token = match get_bool(private, CKA_TOKEN)? {
+        Some(t) => t,
+        None => get_bool(public, CKA_TOKEN)?.unwrap_or(false),
+    };
     let mut request = GenerateKeyPairRequest {
+        session: !token,
         id: both(CKA_ID)?.unwrap_or_default(),
         label: match both(CKA_LABEL)? {
             Some(l) => String::from_utf8(l)

@@ -35,6 +35,17 @@ pub fn verify(
             }
             let signature = p256::ecdsa::Signature::from_slice(signature)
                 .map_err(|_| Error::SignatureInvalid)?;
+            // CKM_ECDSA takes the input as the hash, whatever its length: a shorter one is
+            // the same integer with zeros in front, as tokens sign it (RustCrypto refuses
+            // prehashes under 16 bytes).
+            let mut padded = [0u8; 32];
+            let data = match data.len() {
+                n if n < padded.len() => {
+                    padded[32 - n..].copy_from_slice(data);
+                    &padded[..]
+                }
+                _ => data,
+            };
             key.verify_prehash(data, &signature)
                 .map_err(|_| Error::SignatureInvalid)
         }
@@ -123,6 +134,21 @@ mod tests {
         assert!(matches!(
             verify(spki.as_bytes(), CKM_EDDSA, &digest, None, &bytes),
             Err(Error::KeyTypeInconsistent)
+        ));
+    }
+
+    #[test]
+    fn short_ecdsa_inputs_verify_as_the_integer_they_are() {
+        let key = p256::ecdsa::SigningKey::from_slice(&[7u8; 32]).unwrap();
+        let spki = key.verifying_key().to_public_key_der().unwrap();
+        let mut padded = [0u8; 32];
+        padded[25..].copy_from_slice(b"HI BOB!");
+        let signature: p256::ecdsa::Signature = key.sign_prehash(&padded).unwrap();
+        let bytes = signature.to_bytes();
+        assert!(verify(spki.as_bytes(), CKM_ECDSA, b"HI BOB!", None, &bytes).is_ok());
+        assert!(matches!(
+            verify(spki.as_bytes(), CKM_ECDSA, b"HI BOB?", None, &bytes),
+            Err(Error::SignatureInvalid)
         ));
     }
 

@@ -11,6 +11,9 @@ use sha2::{Digest, Sha256};
 
 use crate::process::output_with_timeout;
 
+/// The python-pkcs11 release the tests and `scripts/pkcs11-suite.sh` use.
+pub const PYTHON_PKCS11: &str = "python-pkcs11==0.10.1";
+
 /// How long making a venv and installing into it may take (downloads included).
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long the import check may take.

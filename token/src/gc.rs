@@ -20,6 +20,13 @@
 //! The pending label carries the time the pair was started, `signerd-pending:<unix
 //! seconds>:<final label>`, so a collector leaves alone what a live signerd (another replica
 //! on the same token) may be naming right now: only markers older than [`PENDING_GRACE`] go.
+//!
+//! Session key pairs (a PKCS#11 client's `CKA_TOKEN` false, made through the admin API) are
+//! token objects too, labelled `signerd-session:<owner>:<label>`, where the owner is one admin
+//! connection of one signerd process ([`SessionOwner`]). They are hidden like half-made pairs,
+//! destroyed when that connection closes ([`Token::destroy_session_keys`]), and, for what a
+//! killed signerd left, collected at the next start: those of signerd processes on this host
+//! that no longer run. A replica on another host may still own its own, so they are left.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -55,7 +62,7 @@ pub fn is_pending_label(label: &[u8]) -> bool {
     label.starts_with(PENDING_PREFIX.as_bytes())
 }
 
-/// Refuses a label a caller chose that would read as a pending marker.
+/// Refuses a label a caller chose that would read as a pending or a session marker.
 pub(crate) fn check_label(label: &str) -> Result<(), TokenError> {
     if is_pending_label(label.as_bytes()) {
         return Err(TokenError::InvalidRequest(format!(
@@ -63,7 +70,115 @@ pub(crate) fn check_label(label: &str) -> Result<(), TokenError> {
              choose another label"
         )));
     }
+    if is_session_label(label.as_bytes()) {
+        return Err(TokenError::InvalidRequest(format!(
+            "labels starting with '{SESSION_PREFIX}' mark session key pairs; choose another \
+             label (a session key pair is asked for with the request's session flag)"
+        )));
+    }
     Ok(())
+}
+
+/// How every session key's label starts. Labels a caller gives may not start with it.
+pub const SESSION_PREFIX: &str = "signerd-session:";
+
+/// Whether `label` marks a key of a session key pair.
+pub fn is_session_label(label: &[u8]) -> bool {
+    label.starts_with(SESSION_PREFIX.as_bytes())
+}
+
+/// The owner of session key pairs: one admin connection of one signerd process, named so that
+/// a signerd starting later on the same host can tell whether that process still runs (host
+/// name, pid and the process's start time, which tells a reused pid apart).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionOwner {
+    host: String,
+    pid: u32,
+    started: u64,
+    connection: u64,
+}
+
+impl SessionOwner {
+    /// Connection `connection` of this process.
+    pub fn of_this_process(connection: u64) -> SessionOwner {
+        let (host, pid, started) = this_process();
+        SessionOwner {
+            host,
+            pid,
+            started,
+            connection,
+        }
+    }
+
+    /// What every label of this owner's keys starts with.
+    pub fn label_prefix(&self) -> String {
+        format!(
+            "{SESSION_PREFIX}{}:{}:{}:{}:",
+            self.host, self.pid, self.started, self.connection
+        )
+    }
+
+    /// The label of a key of this owner that the client calls `label`.
+    pub fn label(&self, label: &str) -> String {
+        format!("{}{label}", self.label_prefix())
+    }
+
+    /// Whether `label` is the label of one of this owner's keys.
+    pub fn owns(&self, label: &str) -> bool {
+        label.starts_with(&self.label_prefix())
+    }
+
+    /// The owner a session label names, and the client's label; `None` for other labels.
+    pub fn parse(label: &str) -> Option<(SessionOwner, String)> {
+        let rest = label.strip_prefix(SESSION_PREFIX)?;
+        let mut parts = rest.splitn(5, ':');
+        let host = parts.next()?.to_owned();
+        let pid = parts.next()?.parse().ok()?;
+        let started = parts.next()?.parse().ok()?;
+        let connection = parts.next()?.parse().ok()?;
+        let label = parts.next().unwrap_or_default().to_owned();
+        Some((
+            SessionOwner {
+                host,
+                pid,
+                started,
+                connection,
+            },
+            label,
+        ))
+    }
+
+    /// Whether the signerd process that owns the keys may still run: always, for one on
+    /// another host (it cannot be asked); on this host, whether that pid runs with the same
+    /// start time.
+    fn may_run(&self) -> bool {
+        let (host, pid, started) = this_process();
+        if self.host != host {
+            return true;
+        }
+        if self.pid == pid {
+            return self.started == started;
+        }
+        start_time(self.pid).is_some_and(|t| t == self.started)
+    }
+}
+
+/// This host's name, this process's pid and its start time.
+fn this_process() -> (String, u32, u64) {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().replace(':', "_"))
+        .unwrap_or_default();
+    let pid = std::process::id();
+    (host, pid, start_time(pid).unwrap_or(0))
+}
+
+/// When process `pid` started, in clock ticks after boot (`/proc/<pid>/stat`, field 22);
+/// `None` when no such process runs.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count from after it.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// A pending label read back: when the pair was started, and the label it was to get.
@@ -163,43 +278,113 @@ impl Token {
         })
     }
 
-    /// Collects pending objects left by a signerd that died while making a key, on a thread
-    /// of its own so the start is not held up; logs what it did.
+    /// Collects what a signerd that died left behind, on a thread of its own so the start is
+    /// not held up: the session key pairs of its connections, and pending objects of a key it
+    /// was making. Logs what it did.
     pub fn spawn_pending_collection(self: &Arc<Token>) {
         let token = Arc::clone(self);
         let spawned = std::thread::Builder::new()
             .name("pending-gc".into())
-            .spawn(move || match token.collect_pending(PENDING_GRACE) {
-                Ok(objects) => {
-                    let removed = objects
-                        .iter()
-                        .filter(|o| o.action == PendingAction::Remove)
-                        .count();
-                    let completed = objects
-                        .iter()
-                        .filter(|o| matches!(o.action, PendingAction::Complete(_)))
-                        .count();
-                    if removed + completed > 0 {
-                        tracing::info!(
-                            removed,
-                            completed,
-                            "collected key objects left half-made by an interrupted key generation"
-                        );
-                    } else {
-                        tracing::debug!(
-                            pending = objects.len(),
-                            "no half-made key objects to collect"
-                        );
-                    }
+            .spawn(move || {
+                match token.collect_session_keys() {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(
+                        objects = n,
+                        "removed session key pairs of a signerd that no longer runs"
+                    ),
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        "could not remove the session key pairs of a signerd that no longer runs; the next start tries again"
+                    ),
                 }
-                Err(e) => tracing::warn!(
-                    error = %e,
-                    "could not collect half-made key objects; `signerd key gc` does it by hand"
-                ),
+                collect_pending_now(&token);
             });
         if let Err(e) = spawned {
             tracing::warn!(error = %e, "cannot start collecting half-made key objects");
         }
+    }
+}
+
+/// Collects half-made key objects now, and logs what it did.
+fn collect_pending_now(token: &Token) {
+    match token.collect_pending(PENDING_GRACE) {
+        Ok(objects) => {
+            let removed = objects
+                .iter()
+                .filter(|o| o.action == PendingAction::Remove)
+                .count();
+            let completed = objects
+                .iter()
+                .filter(|o| matches!(o.action, PendingAction::Complete(_)))
+                .count();
+            if removed + completed > 0 {
+                tracing::info!(
+                    removed,
+                    completed,
+                    "collected key objects left half-made by an interrupted key generation"
+                );
+            } else {
+                tracing::debug!(
+                    pending = objects.len(),
+                    "no half-made key objects to collect"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(
+            error = %e,
+            "could not collect half-made key objects; `signerd key gc` does it by hand"
+        ),
+    }
+}
+
+// === session key pairs ===
+
+impl Token {
+    /// Destroys every key of `owner`'s session key pairs; returns how many objects went.
+    pub fn destroy_session_keys(&self, owner: &SessionOwner) -> Result<usize, TokenError> {
+        let prefix = owner.label_prefix();
+        self.destroy_session_keys_where(|label| label.starts_with(&prefix))
+    }
+
+    /// Destroys the session keys of signerd processes on this host that no longer run (a
+    /// signerd killed while clients held session key pairs); returns how many objects went.
+    pub fn collect_session_keys(&self) -> Result<usize, TokenError> {
+        self.destroy_session_keys_where(|label| {
+            SessionOwner::parse(label).is_some_and(|(owner, _)| !owner.may_run())
+        })
+    }
+
+    fn destroy_session_keys_where(
+        &self,
+        doomed: impl Fn(&str) -> bool,
+    ) -> Result<usize, TokenError> {
+        self.run(|_conn, session| {
+            let mut destroyed = 0;
+            for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY] {
+                let found =
+                    session.find_objects(&[Attribute::Token(true), Attribute::Class(class)])?;
+                for handle in found {
+                    let label = session
+                        .get_attributes(handle, &[AttributeType::Label])?
+                        .into_iter()
+                        .find_map(|a| match a {
+                            Attribute::Label(l) => Some(l),
+                            _ => None,
+                        })
+                        .unwrap_or_default();
+                    if !is_session_label(&label) || !doomed(&String::from_utf8_lossy(&label)) {
+                        continue;
+                    }
+                    match session.destroy_object(handle) {
+                        Ok(()) => destroyed += 1,
+                        // Destroyed by another sweep (the owner's own close) meanwhile.
+                        Err(CkError::Pkcs11(RvError::ObjectHandleInvalid, _)) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+            Ok(destroyed)
+        })
     }
 }
 
@@ -287,6 +472,39 @@ mod tests {
             Some(0)
         );
         assert_eq!(PendingMarker::parse("notary:root@example.com/app"), None);
+    }
+
+    #[test]
+    fn session_labels_name_their_owner() {
+        let owner = SessionOwner::of_this_process(7);
+        let label = owner.label("my:key");
+        assert!(is_session_label(label.as_bytes()));
+        assert!(owner.owns(&label));
+        assert!(!SessionOwner::of_this_process(8).owns(&label));
+        let (parsed, client) = SessionOwner::parse(&label).unwrap();
+        assert_eq!((parsed.clone(), client.as_str()), (owner, "my:key"));
+        assert!(parsed.may_run(), "this process runs");
+        let gone = SessionOwner {
+            pid: u32::MAX,
+            ..parsed.clone()
+        };
+        assert!(!gone.may_run(), "no process has that pid");
+        let reused = SessionOwner {
+            started: parsed.started + 1,
+            ..parsed.clone()
+        };
+        assert!(
+            !reused.may_run(),
+            "same pid, another start: another process"
+        );
+        let elsewhere = SessionOwner {
+            host: "another-host".into(),
+            pid: u32::MAX,
+            ..parsed
+        };
+        assert!(elsewhere.may_run(), "a replica elsewhere cannot be asked");
+        assert!(check_label(&label).is_err());
+        assert_eq!(SessionOwner::parse("signerd-session:h:x:1:2:l"), None);
     }
 
     #[test]

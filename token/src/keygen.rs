@@ -14,7 +14,11 @@ use crate::connection::{CachedKey, Connection, Token};
 use crate::date::today;
 use crate::encoding::read_public_key;
 use crate::error::{refused_input, Attempt, OpError, TokenError};
-use crate::gc::{check_label, pending_label};
+use crate::gc::{check_label, pending_label, SessionOwner};
+
+/// The length of a session key's random `CKA_ID` in the token: not a TUF key ID's 32 bytes,
+/// so the Notary port never takes one for its keys.
+const SESSION_ID_LEN: u32 = 16;
 use crate::key::{KeyAlgorithm, KeyId, KeyInfo, KeyUsage};
 use crate::objects::{describe, TokenObject};
 
@@ -88,12 +92,48 @@ impl Token {
             KeyNaming::Fixed { label, .. } | KeyNaming::TufId { label } => check_label(label)?,
             KeyNaming::Tuf(_) => {}
         }
+        self.generate_described(spec, |_| Ok(spec.clone()))
+    }
+
+    /// Generates a session key pair for `owner` (see [`crate::gc`]): named in the token by a
+    /// random `CKA_ID` and `owner`'s label around the one `spec` gives, so that it is never
+    /// listed, is found only by its owner, and is never a Notary key (a TUF key ID is 32
+    /// bytes). `spec`'s own `CKA_ID` stays the client's business. Returns (private, public).
+    pub fn generate_session_key_pair(
+        &self,
+        spec: &KeySpec,
+        owner: &SessionOwner,
+    ) -> Result<(TokenObject, TokenObject), TokenError> {
+        let label = match &spec.naming {
+            KeyNaming::Fixed { label, .. } | KeyNaming::TufId { label } => label.clone(),
+            KeyNaming::Tuf(usage) => usage.label(),
+        };
+        check_label(&label)?;
+        self.generate_described(spec, |session| {
+            Ok(KeySpec {
+                naming: KeyNaming::Fixed {
+                    id: session.generate_random_vec(SESSION_ID_LEN)?,
+                    label: owner.label(&label),
+                },
+                ..spec.clone()
+            })
+        })
+    }
+
+    /// Generates the pair `named` gives in the session that runs it, and describes both
+    /// halves; returns (private, public).
+    fn generate_described(
+        &self,
+        spec: &KeySpec,
+        named: impl Fn(&Session) -> Attempt<KeySpec>,
+    ) -> Result<(TokenObject, TokenObject), TokenError> {
         if let Some(bits) = spec.rsa_bits {
             check_rsa_bits(bits)?;
         }
         let pair = self
             .run(|conn, session| {
-                let pair = self.generate_pair(session, spec)?;
+                let spec = named(session)?;
+                let pair = self.generate_pair(session, &spec)?;
                 let describe_one = |handle| {
                     describe(conn, session, handle)?.ok_or_else(|| {
                         OpError::Final(TokenError::Cryptoki("a new key object has no class".into()))

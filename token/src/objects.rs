@@ -14,7 +14,7 @@ use crate::connection::{Connection, Token, TokenDescription};
 use crate::date::date_text;
 use crate::encoding::{key_algorithm, read_public_key};
 use crate::error::{Attempt, OpError, TokenError};
-use crate::gc::is_pending_label;
+use crate::gc::{is_pending_label, is_session_label};
 use crate::key::{public_key_from_spki, spki_from_public_key, KeyAlgorithm, KeyId, KeyUsage};
 use crate::uri::ObjectUri;
 
@@ -224,14 +224,15 @@ pub(crate) fn find_one(session: &Session, reference: &ObjectRef) -> Attempt<Obje
         })
 }
 
-/// A key object of a pair still being made (or left half-made by a crash): never shown, so
-/// no admin client or PKCS#11 application picks it up (see `gc`).
+/// A key object of a pair still being made (or left half-made by a crash), or of a session
+/// key pair: never shown, so no admin client or PKCS#11 application picks it up (see `gc`;
+/// a session key pair's owner knows it from the answer that made it).
 fn is_half_made(o: &TokenObject) -> bool {
     o.reference.kind != ObjectKind::Certificate
         && o.reference
             .label
             .as_deref()
-            .is_some_and(|l| is_pending_label(l.as_bytes()))
+            .is_some_and(|l| is_pending_label(l.as_bytes()) || is_session_label(l.as_bytes()))
 }
 
 fn matches_filter(o: &TokenObject, f: &ObjectFilter) -> bool {

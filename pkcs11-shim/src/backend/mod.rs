@@ -163,6 +163,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_library_version_is_the_crate_version() {
+        let info = library_info();
+        let crate_version: Vec<u8> = env!("CARGO_PKG_VERSION")
+            .split('.')
+            .map(|p| p.parse().unwrap())
+            .collect();
+        assert_eq!(
+            (info.libraryVersion.major, info.libraryVersion.minor),
+            (crate_version[0], crate_version[1])
+        );
+        assert!(
+            info.libraryVersion.major >= 1,
+            "a 0.x provider reads as a prototype to PKCS#11 consumers"
+        );
+    }
+
+    #[test]
     fn strings_are_blank_padded_and_cut_on_char_boundaries() {
         assert_eq!(&padded::<8>("abc"), b"abc     ");
         assert_eq!(&padded::<4>("abcdef"), b"abcd");

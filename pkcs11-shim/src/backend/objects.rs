@@ -7,7 +7,7 @@ use cryptoki_sys::*;
 use signerd_client::Rpc;
 use signerd_proto::admin::{
     DestroyObjectRequest, DestroyObjectResponse, GenerateKeyPairResponse, ImportPrivateKeyResponse,
-    Object,
+    Object, ObjectRef,
 };
 
 use super::login::Login;
@@ -109,12 +109,13 @@ impl Shim {
         handle: CK_SESSION_HANDLE,
         template: &[Attr],
     ) -> Result<CK_OBJECT_HANDLE, Error> {
-        let object = match template::new_object(template)? {
+        let read_only = !self.session(handle)?.lock()?.read_write;
+        let object = match template::new_object_in(template, read_only)? {
             NewObject::Session(object) => {
                 // Session objects may be made in read-only sessions, and public ones without
                 // a login (PKCS#11 2.40 section 6.7.1).
                 self.session(handle)?;
-                let view = ObjectView::session_object(object, handle);
+                let view = ObjectView::session_object(object, handle).with_given(template);
                 let h = self.objects.lock()?.insert_session_object(view);
                 shim_log!(
                     Info,
@@ -153,7 +154,9 @@ impl Shim {
         Ok(h)
     }
 
-    /// `C_GenerateKeyPair`: the key pair is made in signerd's token.
+    /// `C_GenerateKeyPair`: the key pair is made in signerd's token. A session key pair
+    /// (`CKA_TOKEN` false) is too, owned by the shim's connection to signerd: it goes with its
+    /// session, and with the connection if the process ends without closing it.
     pub fn generate_key_pair(
         &self,
         handle: CK_SESSION_HANDLE,
@@ -161,8 +164,19 @@ impl Shim {
         public: &[Attr],
         private: &[Attr],
     ) -> Result<(CK_OBJECT_HANDLE, CK_OBJECT_HANDLE), Error> {
-        self.writable(handle)?;
         let request = template::key_pair_request(mechanism, public, private)?;
+        if request.session {
+            // Session objects may be made in read-only sessions (PKCS#11 2.40 section 6.7.1);
+            // a private key, by the user.
+            let slot = self.session(handle)?.lock()?.slot;
+            if self.login_of(slot)? != Some(Login::User) {
+                return Err(Error::UserNotLoggedIn);
+            }
+        } else {
+            self.writable(handle)?;
+        }
+        let (id, label) = (request.id.clone(), request.label.clone());
+        let session = request.session;
         let response: GenerateKeyPairResponse = self.bridge.call(request)?;
         let missing = || Error::Refused {
             call: Rpc::GenerateKeyPair,
@@ -170,17 +184,49 @@ impl Shim {
         };
         let public = response.public_key.ok_or_else(missing)?;
         let private = response.private_key.ok_or_else(missing)?;
-        let mut handles = self.remember(vec![public, private])?;
-        let (private_h, view) = handles.pop().ok_or_else(missing)?;
-        let (public_h, _) = handles.pop().ok_or_else(missing)?;
+        let (public_h, private_h, view) = if session {
+            let mut table = self.objects.lock()?;
+            let public_h = table.insert_session_object(ObjectView::session_key(
+                public,
+                id.clone(),
+                label.clone(),
+                handle,
+            ));
+            let view = ObjectView::session_key(private, id, label, handle);
+            let (key_type, shown_id) = (view.key_type(), view.reference().id);
+            let private_h = table.insert_session_object(view);
+            (public_h, private_h, (key_type, shown_id))
+        } else {
+            let mut handles = self.remember(vec![public, private])?;
+            let (private_h, view) = handles.pop().ok_or_else(missing)?;
+            let (public_h, _) = handles.pop().ok_or_else(missing)?;
+            (public_h, private_h, (view.key_type(), view.reference().id))
+        };
         shim_log!(
             Info,
             "C_GenerateKeyPair",
-            "generated a {:?} key pair in signerd's token, CKA_ID {}",
-            view.key_type(),
-            hex_id(&view.reference().id)
+            "generated a {:?} {} key pair in signerd's token, CKA_ID {}",
+            view.0,
+            if session { "session" } else { "token" },
+            hex_id(&view.1)
         );
         Ok((public_h, private_h))
+    }
+
+    /// Destroys session keys in signerd's token (their session closed). A failure is logged
+    /// only: signerd destroys them anyway when the shim's connection closes.
+    pub(super) fn destroy_session_keys(&self, keys: Vec<ObjectRef>) {
+        for key in keys {
+            let destroyed: Result<DestroyObjectResponse, Error> =
+                self.bridge.call(DestroyObjectRequest { r#ref: Some(key) });
+            if let Err(e) = destroyed {
+                shim_log!(
+                    Warn,
+                    "C_CloseSession",
+                    "could not destroy a session key in signerd's token ({e}); signerd does when this process's connection closes"
+                );
+            }
+        }
     }
 
     /// `C_DestroyObject`.
@@ -192,6 +238,11 @@ impl Shim {
         let slot = self.session(handle)?.lock()?.slot;
         let view = self.visible_object(slot, object)?;
         if view.session().is_some() {
+            if view.is_session_key() {
+                let _: DestroyObjectResponse = self.bridge.call(DestroyObjectRequest {
+                    r#ref: Some(view.signerd_reference()),
+                })?;
+            }
             self.objects.lock()?.remove(object);
             return Ok(());
         }

@@ -89,7 +89,8 @@ impl Shim {
             self.logins.lock()?.remove(&slot);
         }
         drop(table);
-        self.objects.lock()?.drop_session_objects(|s| s == handle);
+        let keys = self.objects.lock()?.drop_session_objects(|s| s == handle);
+        self.destroy_session_keys(keys);
         Ok(())
     }
 
@@ -108,9 +109,11 @@ impl Shim {
         }
         self.logins.lock()?.remove(&slot);
         drop(table);
-        self.objects
+        let keys = self
+            .objects
             .lock()?
             .drop_session_objects(|s| doomed.contains(&s));
+        self.destroy_session_keys(keys);
         Ok(())
     }
 

@@ -19,6 +19,9 @@ pub enum AdminError {
     /// What a Login is checked against cannot be read (a PIN file is missing).
     #[error("{0}")]
     NeedsOperator(String),
+    /// The request cannot be served where it came (a session key pair on the mTLS port).
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// A Login refused unchecked: the caller failed too often and must wait.
     #[error("too many failed logins from {caller}: try again in {retry_after_secs} s (each further failure doubles the wait, up to 5 minutes; a correct PIN resets it)")]
     TooManyLogins {
@@ -35,7 +38,9 @@ impl crate::edge::status::EdgeError for AdminError {
             AdminError::Token(e) => crate::edge::status::code_of(e),
             AdminError::PermissionDenied(_) => tonic::Code::PermissionDenied,
             AdminError::InvalidArgument(_) => tonic::Code::InvalidArgument,
-            AdminError::NeedsOperator(_) => tonic::Code::FailedPrecondition,
+            AdminError::NeedsOperator(_) | AdminError::FailedPrecondition(_) => {
+                tonic::Code::FailedPrecondition
+            }
             AdminError::TooManyLogins { .. } => tonic::Code::ResourceExhausted,
         }
     }

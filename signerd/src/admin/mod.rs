@@ -6,6 +6,7 @@
 //! policy); [`service`] checks the key-level rules once it knows the key. Errors become status
 //! codes in [`crate::edge::status`].
 
+pub mod connection;
 pub mod error;
 pub mod login;
 pub mod service;

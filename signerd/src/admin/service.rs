@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use signerd_proto::admin as pb;
 use signerd_proto::admin::token_admin_server::TokenAdmin;
+use signerd_token::gc::{is_session_label, SessionOwner};
 use signerd_token::{
     KeyDomain, KeyNaming, KeySpec, KeyUsage, ObjectFilter, ObjectRef, PrivateKeyImport, PssParams,
     SignMechanism, Token,
@@ -15,6 +16,7 @@ use signerd_token::{
 use tonic::{Request, Response, Status};
 use zeroize::Zeroizing;
 
+use super::connection::AdminConnection;
 use super::convert::{
     audit_id, key_type_from_wire, kind_from_wire, object_to_wire, reference_from_wire,
     tuf_key_id_from_wire,
@@ -87,6 +89,39 @@ fn check_objects(
         access.check_usage(operation, &usage, algorithm)?;
     }
     Ok(())
+}
+
+/// The admin socket connection a request came on; `None` on the mTLS port.
+fn connection_of<T>(request: &Request<T>) -> Option<Arc<AdminConnection>> {
+    request.extensions().get::<Arc<AdminConnection>>().cloned()
+}
+
+/// Refuses a reference to another connection's session key as if it did not exist, and
+/// checks `operation` on a session key of this connection by the label its client gave.
+fn check_session_key(
+    connection: Option<&Arc<AdminConnection>>,
+    access: &Access,
+    operation: Operation,
+    reference: &ObjectRef,
+) -> Result<(), AdminError> {
+    let Some(label) = reference.label.as_deref() else {
+        return Ok(());
+    };
+    if !is_session_label(label.as_bytes()) {
+        return Ok(());
+    }
+    match (connection, SessionOwner::parse(label)) {
+        (Some(c), Some((_, client_label))) if c.owner().owns(label) => {
+            Ok(access.check_usage(operation, &KeyUsage::from_label(&client_label), None)?)
+        }
+        _ => Err(AdminError::Token(
+            signerd_token::TokenError::ObjectNotFound(
+                "no such session key: a session key pair is usable only on the admin connection \
+             that made it, while it stays open; make a new one"
+                    .into(),
+            ),
+        )),
+    }
 }
 
 #[tonic::async_trait]
@@ -196,36 +231,52 @@ impl TokenAdmin for TokenAdminService {
         request: Request<pb::GenerateKeyPairRequest>,
     ) -> Result<Response<pb::GenerateKeyPairResponse>, Status> {
         let access = self.start(&request);
+        let connection = connection_of(&request);
         let req = request.into_inner();
         access.facts.usage(&req.gun, &req.role);
-        let spec = (|| -> Result<KeySpec, AdminError> {
-            let algorithm = key_type_from_wire(req.key_type)?.ok_or_else(|| {
-                AdminError::InvalidArgument("key_type is required: EC_P256, ED25519 or RSA".into())
-            })?;
-            let naming = match (req.id.is_empty(), req.label.is_empty()) {
-                (true, true) => {
-                    KeyNaming::Tuf(KeyUsage::new(KeyDomain::Admin, &req.gun, &req.role))
-                }
-                (true, false) => KeyNaming::TufId {
-                    label: req.label.clone(),
-                },
-                (false, _) => KeyNaming::Fixed {
-                    id: req.id.clone(),
-                    label: if req.label.is_empty() {
-                        KeyUsage::new(KeyDomain::Admin, &req.gun, &req.role).label()
-                    } else {
-                        req.label.clone()
+        let session = match (req.session, connection) {
+            (false, _) => Ok(None),
+            (true, Some(c)) => Ok(Some(c)),
+            (true, None) => Err(AdminError::FailedPrecondition(
+                "session key pairs are made only on the admin Unix socket, whose connection \
+                 owns them: point the client at signerd's admin socket (SIGNERD_SOCKET), or \
+                 make a token key pair"
+                    .into(),
+            )),
+        };
+        let spec = session.and_then(|session| {
+            (|| -> Result<KeySpec, AdminError> {
+                let algorithm = key_type_from_wire(req.key_type)?.ok_or_else(|| {
+                    AdminError::InvalidArgument(
+                        "key_type is required: EC_P256, ED25519 or RSA".into(),
+                    )
+                })?;
+                let naming = match (req.id.is_empty(), req.label.is_empty()) {
+                    (true, true) => {
+                        KeyNaming::Tuf(KeyUsage::new(KeyDomain::Admin, &req.gun, &req.role))
+                    }
+                    (true, false) => KeyNaming::TufId {
+                        label: req.label.clone(),
                     },
-                },
-            };
-            Ok(KeySpec {
-                algorithm,
-                rsa_bits: (req.rsa_bits != 0).then_some(req.rsa_bits),
-                naming,
-            })
-        })();
+                    (false, _) => KeyNaming::Fixed {
+                        id: req.id.clone(),
+                        label: if req.label.is_empty() {
+                            KeyUsage::new(KeyDomain::Admin, &req.gun, &req.role).label()
+                        } else {
+                            req.label.clone()
+                        },
+                    },
+                };
+                Ok(KeySpec {
+                    algorithm,
+                    rsa_bits: (req.rsa_bits != 0).then_some(req.rsa_bits),
+                    naming,
+                })
+            })()
+            .map(|spec| (spec, session))
+        });
         let result = match spec {
-            Ok(spec) => {
+            Ok((spec, session)) => {
                 access.facts.algorithm(spec.algorithm.as_str());
                 let usage = match &spec.naming {
                     KeyNaming::Tuf(usage) => usage.clone(),
@@ -233,13 +284,32 @@ impl TokenAdmin for TokenAdminService {
                         KeyUsage::from_label(label)
                     }
                 };
-                match access.check_usage(Operation::Generate, &usage, Some(spec.algorithm)) {
-                    Ok(()) => self
+                match (
+                    access.check_usage(Operation::Generate, &usage, Some(spec.algorithm)),
+                    session,
+                ) {
+                    (Ok(()), None) => self
                         .keys
                         .blocking(move |t| t.generate_key_pair(&spec))
                         .await
                         .map_err(AdminError::from),
-                    Err(e) => Err(e.into()),
+                    (Ok(()), Some(connection)) => {
+                        connection.making_session_keys();
+                        self.keys
+                            .blocking(move |t| {
+                                let pair =
+                                    t.generate_session_key_pair(&spec, connection.owner())?;
+                                // The connection closed while the pair was made: nobody can
+                                // use it, and its close may have swept before it existed.
+                                if connection.is_closed() {
+                                    t.destroy_session_keys(connection.owner())?;
+                                }
+                                Ok(pair)
+                            })
+                            .await
+                            .map_err(AdminError::from)
+                    }
+                    (Err(e), _) => Err(e.into()),
                 }
             }
             Err(e) => Err(e),
@@ -259,6 +329,7 @@ impl TokenAdmin for TokenAdminService {
         request: Request<pb::SignRequest>,
     ) -> Result<Response<pb::SignResponse>, Status> {
         let access = self.start(&request);
+        let connection = connection_of(&request);
         let req = request.into_inner();
         let pss = req.pss.map(|p| PssParams {
             hash: p.hash_mechanism,
@@ -268,6 +339,7 @@ impl TokenAdmin for TokenAdminService {
         let parsed = reference_from_wire(req.key).and_then(|key| {
             let mechanism = SignMechanism::from_ckm(req.mechanism, pss)
                 .map_err(signerd_token::TokenError::from)?;
+            check_session_key(connection.as_ref(), &access, Operation::Sign, &key)?;
             Ok((key, mechanism))
         });
         let result = match parsed {
@@ -366,8 +438,12 @@ impl TokenAdmin for TokenAdminService {
         request: Request<pb::DestroyObjectRequest>,
     ) -> Result<Response<pb::DestroyObjectResponse>, Status> {
         let access = self.start(&request);
+        let connection = connection_of(&request);
         let req = request.into_inner();
-        let result = match reference_from_wire(req.r#ref) {
+        let result = match reference_from_wire(req.r#ref).and_then(|reference| {
+            check_session_key(connection.as_ref(), &access, Operation::Delete, &reference)?;
+            Ok(reference)
+        }) {
             Ok(reference) => {
                 access.facts.key_id(&audit_id(&reference.id));
                 let checked = access.clone();

@@ -3,11 +3,11 @@
 
 use tokio::net::UnixListener;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::Server;
 
 use signerd_proto::admin::token_admin_server::TokenAdminServer;
 
+use super::connection::{self, ConnectionLayer, Sweeper};
 use super::login::LoginPins;
 use super::service::TokenAdminService;
 use super::socket::SocketFile;
@@ -63,7 +63,8 @@ impl AdminServing {
     }
 
     /// Starts serving on the socket (if bound), with the same stream cap, call timeout and
-    /// size answer as the mTLS port; stop it with [`SocketServer::stop_accepting`].
+    /// size answer as the mTLS port; stop it with [`SocketServer::stop_accepting`]. Each
+    /// connection is tracked: the session key pairs made on it go when it closes.
     pub fn spawn_socket(
         self,
         keys: &KeyStore,
@@ -74,13 +75,15 @@ impl AdminServing {
         let (listener, file) = self.socket?;
         tracing::info!(socket = %file.path().display(), policy = %edge.policy().current().describe(), "admin API on the Unix socket");
         let (drain, drained) = tokio::sync::oneshot::channel::<()>();
+        let sweeper = Sweeper::spawn(keys);
         let task = tokio::spawn(
             Server::builder()
                 .max_concurrent_streams(limits.max_concurrent_streams)
                 .timeout(limits.request_timeout)
                 .layer(GoSizeStatusLayer)
+                .layer(ConnectionLayer)
                 .add_service(service)
-                .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
+                .serve_with_incoming_shutdown(connection::accept(listener, sweeper), async {
                     let _ = drained.await;
                 }),
         );

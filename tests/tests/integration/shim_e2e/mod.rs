@@ -151,5 +151,7 @@ mod notary_cli;
 mod openssl;
 mod pkcs11_tool;
 mod public_keys;
+mod python_suite;
 mod restart;
+mod session_keys;
 mod trusted_socket;
