@@ -618,3 +618,19 @@ async fn a_quiet_trail_gets_a_checkpoint_after_the_interval() {
     // Nothing new since: no further checkpoint at close.
     assert_eq!(lines(&s.path).len(), 4);
 }
+
+// fuzz/audit_verify, by reading: a first file whose start line names a previous file may
+// start at any seq; one at u64::MAX made `seq + 1` overflow (a panic in debug builds).
+#[tokio::test]
+async fn a_start_line_at_the_last_seq_is_an_edit_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_s, signer, original) = sample(dir.path()).await;
+    let trusted = TrustedKey::KeyId(signer.key_id());
+    let mut start: serde_json::Value = serde_json::from_str(&original[0]).unwrap();
+    start["seq"] = serde_json::Value::from(u64::MAX);
+    start["previous_file"] = serde_json::Value::from("audit.jsonl.1");
+    let target = dir.path().join("max-seq.jsonl");
+    write_lines(&target, &[start.to_string(), original[1].clone()]);
+    let bad = check(&[target], &trusted).expect_err("a seq past the last is found");
+    assert!(!bad.why.is_empty(), "{bad}");
+}

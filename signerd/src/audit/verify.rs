@@ -177,7 +177,18 @@ pub fn verify(files: &[AuditFile], trusted: &TrustedKey) -> Result<Summary, BadL
                 ));
             }
             if let Some((hash, seq, ref prev_path, prev_line)) = previous {
-                if n == 1 && (line.seq != seq + 1 || line.prev != hash) {
+                // No line follows the last seq there is: a seq that high was written by hand
+                // (found by fuzz/audit_verify's reading: `seq + 1` overflowed).
+                let Some(next) = seq.checked_add(1) else {
+                    return Err(BadLine {
+                        file: prev_path.clone(),
+                        line: prev_line,
+                        why: format!(
+                            "edited: seq {seq} is the last there can be, and lines follow it"
+                        ),
+                    });
+                };
+                if n == 1 && (line.seq != next || line.prev != hash) {
                     return Err(BadLine {
                         file: prev_path.clone(),
                         line: prev_line,
@@ -188,24 +199,24 @@ pub fn verify(files: &[AuditFile], trusted: &TrustedKey) -> Result<Summary, BadL
                         ),
                     });
                 }
-                if line.seq != seq + 1 {
+                if line.seq != next {
                     let moved = lines[index + 1..]
                         .iter()
                         .position(|l| {
-                            serde_json::from_slice::<Line>(l).is_ok_and(|l| l.seq == seq + 1)
+                            serde_json::from_slice::<Line>(l).is_ok_and(|l| l.seq == next)
                         })
                         .map(|at| n + 1 + at);
                     let why = if let Some(at) = moved {
                         format!(
                             "seq {} follows seq {seq}, and seq {} is at line {at}: lines were reordered",
                             line.seq,
-                            seq + 1
+                            next
                         )
-                    } else if line.seq > seq + 1 {
+                    } else if line.seq > next {
                         format!(
                             "seq {} follows seq {seq}: {} line(s) before this one were deleted (or moved)",
                             line.seq,
-                            line.seq - seq - 1
+                            line.seq - next
                         )
                     } else {
                         format!(

@@ -108,7 +108,9 @@ impl Pending {
     }
 
     fn next_seq(&self) -> u64 {
-        self.head.seq + 1
+        // Only a file edited by hand ends at u64::MAX (2^64 lines are never written): carry on
+        // rather than crash; `audit verify` names the edited line.
+        self.head.seq.wrapping_add(1)
     }
 }
 
@@ -582,7 +584,7 @@ impl Writer {
         self.file = Some(file);
         self.ident = (meta.dev(), meta.ino());
         self.size = 0;
-        self.first_seq = self.head.seq + 1;
+        self.first_seq = self.head.seq.wrapping_add(1);
         let previous = rotated
             .file_name()
             .map(|n| n.to_string_lossy().into_owned());
