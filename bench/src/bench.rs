@@ -242,7 +242,7 @@ fn set_up(args: &RunArgs, signerd_bin: &Path) -> Result<Fixture, String> {
 }
 
 /// A SoftHSM token of its own in `dir` (the steps of scripts/softhsm-setup.sh).
-fn make_token(dir: &Path) -> Result<(String, PathBuf), String> {
+pub(crate) fn make_token(dir: &Path) -> Result<(String, PathBuf), String> {
     let softhsm = SoftHsmDir::create(dir).map_err(|e| e.to_string())?;
     softhsm
         .init_token(TOKEN_LABEL, TOKEN_PIN, TOKEN_SO_PIN)
@@ -321,7 +321,7 @@ fn finish(fixture: Fixture, keep: bool) {
 }
 
 /// `name` in the folder of this executable (cargo puts signerd and signerd-bench together).
-fn beside_self(name: &str) -> Result<PathBuf, String> {
+pub(crate) fn beside_self(name: &str) -> Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
     let path = exe
         .parent()

@@ -11,6 +11,7 @@
 
 mod args;
 mod bench;
+mod first_use;
 mod load;
 mod plot;
 mod procstat;
@@ -36,6 +37,8 @@ struct Cli {
 enum Command {
     /// Run the whole benchmark and print the table.
     Run(bench::RunArgs),
+    /// The first Sign with keys never used before, in a token of many keys (the key index).
+    FirstUse(first_use::FirstUseArgs),
     /// The token-only loop (run by `run` as a pinned child process; prints a JSON report).
     #[command(hide = true)]
     TokenLoop(token_loop::TokenLoopArgs),
@@ -60,6 +63,17 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::FirstUse(args) => match first_use::run(&args) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => {
+                eprintln!("signerd-bench: FAILED (failed requests or bad signatures: see above)");
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("signerd-bench: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::TokenLoop(args) => match token_loop::run_child(&args) {
             Ok(report) => match serde_json::to_string(&report) {
                 Ok(json) => {

@@ -628,8 +628,8 @@ impl Token {
                         continue;
                     }
                     Fault::StaleHandle => {
-                        self.write_keys()
-                            .retain(|_, k| k.generation != conn.generation);
+                        // The operation dropped the one key whose handle went stale (another
+                        // replica deleted it): the rest of the index stays good.
                         keep(owned);
                         last = Some(call);
                         continue;
@@ -721,10 +721,46 @@ impl Core {
             .clone()
     }
 
-    /// Makes `conn` the connection requests run on (the supervisor, once connected).
+    /// Makes `conn` the connection requests run on (the supervisor, once connected), with the
+    /// key index read on it first, so no request searches the token for a key that was there.
     pub(crate) fn install(&self, conn: Arc<Connection>) {
+        let index = self.index_keys(&conn);
+        *self.write_keys() = index;
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(conn);
         self.set_up(true);
+    }
+
+    /// Every key's handle and public key on `conn` (see `lookup`). A failure leaves the index
+    /// empty rather than the token down: requests then search for their keys, and a token
+    /// fault among them goes to the supervisor as any other.
+    fn index_keys(&self, conn: &Arc<Connection>) -> HashMap<KeyId, CachedKey> {
+        let started = std::time::Instant::now();
+        let result = match conn.enter() {
+            None => return HashMap::new(),
+            Some(_entered) => self
+                .open_session(conn)
+                .map_err(OpError::Final)
+                .and_then(|owned| crate::lookup::index_keys(conn, owned.session())),
+        };
+        match result {
+            Ok(index) => {
+                tracing::info!(
+                    keys = index.len(),
+                    took_ms = started.elapsed().as_millis() as u64,
+                    generation = conn.generation,
+                    "key index read"
+                );
+                index
+            }
+            Err(e) => {
+                let e = match e {
+                    OpError::Final(e) => e,
+                    OpError::Call(call) => call.into_token_error(),
+                };
+                tracing::warn!(error = %e, "cannot read the key index; keys are searched for on first use");
+                HashMap::new()
+            }
+        }
     }
 
     /// Takes generation `generation` down (if still current): no new call starts on it. The

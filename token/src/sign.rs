@@ -40,7 +40,12 @@ impl Token {
             let signature = match self.sign_raw(session, &mechanism, &key, &input) {
                 Err(OpError::Call(call)) if wants_login_per_signature(&call) => {
                     // Notary's mechanism with its hash, fed the content, can be run in parts.
-                    self.sign_reauthenticated(session, key.private, notary, content, call)?
+                    self.sign_reauthenticated(session, key.private, notary, content, call)
+                        .inspect_err(|e| {
+                            if matches!(e, OpError::Call(c) if c.fault() == Fault::StaleHandle) {
+                                self.forget_key(id);
+                            }
+                        })?
                 }
                 signed => signed?,
             };

@@ -11,6 +11,7 @@ mod audit_trail;
 mod cli;
 mod go_signer_reference;
 mod hostile_input;
+mod key_index;
 mod keygen_atomic;
 mod login_limit;
 mod metrics;
