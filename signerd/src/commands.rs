@@ -90,9 +90,10 @@ fn serve(args: &ServeArgs) -> Result<(), StartupError> {
     let sink = Arc::new(TimedSink::new(sink, metrics.clone()));
     let edge = Edge::new(PolicyHandle::new(policy), sink)
         .with_metrics(metrics.clone())
-        .with_admission(crate::edge::admission::Admission::for_workers(
-            keys.stats().workers,
-        ));
+        .with_admission(
+            crate::edge::admission::Admission::for_workers(keys.stats().workers)
+                .following(keys.serving()),
+        );
     let result = runtime.block_on(async {
         let listener = crate::server::bind(settings.listen)
             .await

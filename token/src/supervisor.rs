@@ -23,11 +23,12 @@ use crate::connection::{Connection, Core, OwnedSession};
 use crate::error::{fault_of, CallError, ErrorKind, Fault, TokenError};
 
 /// How often the supervisor checks a token that is up.
-pub(crate) const PROBE_INTERVAL: Duration = Duration::from_millis(200);
+pub(crate) const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 
 /// How long a probe (`C_GetTokenInfo`) may take before the token counts as hung: with
-/// [`PROBE_INTERVAL`], a token that stops answering is marked down within 1 s.
-pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_millis(600);
+/// [`PROBE_INTERVAL`], a token that stops answering is marked down within 600 ms (health
+/// must say NOT_SERVING within 1 s, with room for a busy machine).
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// First wait between failed connection attempts.
 pub(crate) const MIN_BACKOFF: Duration = Duration::from_millis(100);

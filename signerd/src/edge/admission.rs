@@ -38,6 +38,10 @@ pub struct Admission {
 struct Shared {
     state: Mutex<State>,
     places: usize,
+    /// Whether the token is up. While it is down no call waits for a place: each goes straight
+    /// on to the key store, which answers UNAVAILABLE within `token.unavailable_after_ms`;
+    /// places held by calls that wait out that bound must not add a second wait to it.
+    serving: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 #[derive(Debug, Default)]
@@ -66,6 +70,22 @@ impl Admission {
                     ..State::default()
                 }),
                 places,
+                serving: None,
+            }),
+        }
+    }
+
+    /// The same admission, letting every call through while `serving` says the token is down.
+    pub fn following(self, serving: tokio::sync::watch::Receiver<bool>) -> Admission {
+        let places = self.inner.places;
+        Admission {
+            inner: Arc::new(Shared {
+                state: Mutex::new(State {
+                    free: places,
+                    ..State::default()
+                }),
+                places,
+                serving: Some(serving),
             }),
         }
     }
@@ -84,15 +104,19 @@ impl Admission {
         self.inner.places
     }
 
-    /// Waits for a place in `lane`'s turn.
-    pub async fn admit(&self, lane: Lane) -> Admitted {
+    /// Waits for a place in `lane`'s turn; `None` (no place needed) while the token is down.
+    pub async fn admit(&self, lane: Lane) -> Option<Admitted> {
+        let mut serving = self.inner.serving.clone();
+        if serving.as_ref().is_some_and(|s| !*s.borrow()) {
+            return None;
+        }
         let receiver = {
             let mut state = self.inner.lock();
             if state.free > 0 && state.turns.is_empty() {
                 state.free -= 1;
-                return Admitted {
+                return Some(Admitted {
                     inner: Arc::clone(&self.inner),
-                };
+                });
             }
             let (sender, receiver) = oneshot::channel();
             let state = &mut *state;
@@ -107,13 +131,26 @@ impl Admission {
             receiver: Some(receiver),
             inner: Arc::clone(&self.inner),
         };
-        // The sender is only dropped unsent when the admission itself goes: then admit anyway.
         let receiver = wait.receiver.as_mut().expect("set above");
-        let _ = receiver.await;
-        wait.receiver = None;
-        Admitted {
-            inner: Arc::clone(&self.inner),
+        let down = async {
+            match serving.as_mut() {
+                Some(s) => {
+                    let _ = s.wait_for(|up| !*up).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            // The sender is only dropped unsent when the admission itself goes: admit anyway.
+            _ = receiver => {}
+            // The token went down while this call waited: on without a place (`wait` passes
+            // one handed over meanwhile on when dropped).
+            () = down => return None,
         }
+        wait.receiver = None;
+        Some(Admitted {
+            inner: Arc::clone(&self.inner),
+        })
     }
 }
 
@@ -261,7 +298,7 @@ mod tests {
         let admission = admission.clone();
         let order = Arc::clone(order);
         let task = tokio::spawn(async move {
-            let _place = admission.admit(Lane(lane)).await;
+            let _place = admission.admit(Lane(lane)).await.unwrap();
             order.lock().unwrap().push(lane);
             let _ = finished.await;
         });
@@ -305,11 +342,11 @@ mod tests {
     #[tokio::test]
     async fn a_cancelled_waiter_is_skipped_and_the_place_goes_on() {
         let admission = Admission::new(1);
-        let held = admission.admit(Lane(1)).await;
+        let held = admission.admit(Lane(1)).await.unwrap();
         let cancelled = tokio::spawn({
             let admission = admission.clone();
             async move {
-                let _place = admission.admit(Lane(2)).await;
+                let _place = admission.admit(Lane(2)).await.unwrap();
                 std::future::pending::<()>().await;
             }
         });
@@ -327,8 +364,27 @@ mod tests {
             .expect("the place reached lane 3")
             .unwrap();
         // Every place is free again.
-        let again = admission.admit(Lane(4)).await;
+        let again = admission.admit(Lane(4)).await.unwrap();
         drop(again);
         assert_eq!(admission.inner.lock().free, 1);
+    }
+
+    #[tokio::test]
+    async fn while_the_token_is_down_calls_pass_without_a_place() {
+        let (state, serving) = tokio::sync::watch::channel(true);
+        let admission = Admission::new(1).following(serving);
+        let held = admission.admit(Lane(1)).await.expect("a place while up");
+        let waiting = tokio::spawn({
+            let admission = admission.clone();
+            async move { admission.admit(Lane(2)).await.is_none() }
+        });
+        settle().await;
+        // The token goes down: the waiting call goes on without a place, and so do new ones.
+        state.send_replace(false);
+        assert!(waiting.await.unwrap(), "passed without a place");
+        assert!(admission.admit(Lane(3)).await.is_none());
+        state.send_replace(true);
+        drop(held);
+        assert!(admission.admit(Lane(4)).await.is_some());
     }
 }

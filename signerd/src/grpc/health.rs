@@ -102,12 +102,17 @@ impl Health for TokenHealth {
         known(&service)?;
         // Down: the supervisor knows, no token call. Up: a live probe on a token worker, so a
         // token that vanished since the supervisor's last look reads NOT_SERVING on this very
-        // check (the probe's fault also turns the supervisor's state down).
-        let up = *self.keys.serving().borrow()
-            && matches!(
-                tokio::time::timeout(PROBE_TIMEOUT, self.keys.probe()).await,
-                Ok(Ok(()))
-            );
+        // check (the probe's fault also turns the supervisor's state down). A probe stuck in a
+        // hung token ends as soon as the supervisor's prober calls the token down (under a
+        // second), not at the probe's own timeout.
+        let mut serving = self.keys.serving();
+        let up = *serving.borrow_and_update()
+            && tokio::select! {
+                probed = tokio::time::timeout(PROBE_TIMEOUT, self.keys.probe()) => {
+                    matches!(probed, Ok(Ok(())))
+                }
+                _ = serving.wait_for(|up| !*up) => false,
+            };
         Ok(Response::new(HealthCheckResponse {
             status: self.status(&service, up) as i32,
         }))
