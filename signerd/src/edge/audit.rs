@@ -154,7 +154,7 @@ fn method_name(path: &str) -> Cow<'static, str> {
 /// "info,signerd::keyop=debug"` shows them; the per-operation record is the audit trail's). A
 /// refused, cancelled or server-side failed call is a WARN line, at most one per outcome per
 /// 10 s, with the count of those left out: a fault storm or a client hammering a key out of
-/// its reach does not write a line per request.
+/// its reach does not write a line per request. With the DEBUG lines on, every line is written.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LogSink;
 
@@ -192,13 +192,15 @@ impl AuditSink for LogSink {
                 "Internal" | "Unavailable" | "FailedPrecondition" | "PermissionDenied"
             ),
         };
-        let suppressed = if warn {
+        // With the per-operation lines on (DEBUG), every line is written, warnings included.
+        let every = tracing::enabled!(target: "signerd::keyop", tracing::Level::DEBUG);
+        let suppressed = if warn && !every {
             match KEYOP_WARNINGS.admit(outcome_kind(&r.outcome), std::time::Instant::now()) {
                 Some(left_out) => left_out,
                 None => return Box::pin(std::future::ready(Ok(()))),
             }
         } else {
-            if !tracing::enabled!(target: "signerd::keyop", tracing::Level::DEBUG) {
+            if !warn && !every {
                 return Box::pin(std::future::ready(Ok(())));
             }
             0
