@@ -220,21 +220,30 @@ fn open(path: &Path) -> std::io::Result<(File, u64)> {
 
 /// The first line of `path`, once it is complete.
 fn first_line(path: &Path) -> std::io::Result<Option<Line>> {
+    first_line_of(&File::open(path)?)
+}
+
+/// The first line of the open `file`, once it is complete (its read position is left alone).
+fn first_line_of(file: &File) -> std::io::Result<Option<Line>> {
     let mut head = Vec::new();
-    File::open(path)?.take(64 * 1024).read_to_end(&mut head)?;
+    let mut reader = file.try_clone()?;
+    reader.seek(SeekFrom::Start(0))?;
+    reader.take(64 * 1024).read_to_end(&mut head)?;
     Ok(head
         .iter()
         .position(|b| *b == b'\n')
         .and_then(|end| serde_json::from_slice(&head[..end]).ok()))
 }
 
-/// The rotated files between the file with inode `old` and the live file `live`, oldest first,
-/// found by following each file's `previous_file`; `None` while the live file has no first line.
-fn rotated_since(live: &Path, old: u64) -> std::io::Result<Option<Vec<PathBuf>>> {
-    let Some(mut line) = first_line(live)? else {
+/// The rotated files between the file with inode `old` and `live` (the live file, opened from
+/// `path`), oldest first, found by following each file's `previous_file`; `None` while the
+/// live file has no first line. The chain starts from the file already opened: the name may
+/// point at a newer file by now (another rotation), whose lines the next look reads.
+fn rotated_since(path: &Path, live: &File, old: u64) -> std::io::Result<Option<Vec<PathBuf>>> {
+    let Some(mut line) = first_line_of(live)? else {
         return Ok(None);
     };
-    let folder = live.parent().unwrap_or(Path::new("."));
+    let folder = path.parent().unwrap_or(Path::new("."));
     let mut missed = Vec::new();
     while let Some(name) = line.previous_file.take() {
         let previous = folder.join(name);
@@ -293,8 +302,11 @@ fn tail(args: &TailArgs) -> std::io::Result<()> {
         // Rotated: the old file is read to its end above; go on with the new one.
         match std::fs::metadata(&args.file) {
             Ok(m) if m.ino() != ino => {
+                // Open the new file first, then follow its chain back: a rotation between the
+                // two would otherwise skip the file in between.
+                let (next, next_ino) = open(&args.file)?;
                 // The new file names the one before it only once its first line is there.
-                let Some(missed) = rotated_since(&args.file, ino)? else {
+                let Some(missed) = rotated_since(&args.file, &next, ino)? else {
                     continue;
                 };
                 // Lines the writer added to the old file just before renaming it.
@@ -307,7 +319,7 @@ fn tail(args: &TailArgs) -> std::io::Result<()> {
                 for rotated in missed {
                     print_lines(&std::fs::read(rotated)?, args.json, &mut out)?;
                 }
-                (file, ino) = open(&args.file)?;
+                (file, ino) = (next, next_ino);
                 offset = 0;
                 partial.clear();
             }
