@@ -25,6 +25,10 @@ PACKAGES=(
   postgresql                # a throwaway cluster for notary-signer's key database (migration)
   mariadb-server            # a throwaway MariaDB server for notary-signer's MySQL key store (migration)
   python3-venv              # python-tuf and securesystemslib (pip, in a venv) sign TUF metadata through the shim
+  # What the tests run directly, named even where a package above pulls it in (Debian 12):
+  postgresql-client-15      # /usr/lib/postgresql/15/bin: initdb, pg_ctl, psql of the throwaway cluster
+  mariadb-client-core       # /usr/bin/mariadb: the client that fills the MariaDB key store
+  python3.11-minimal        # /usr/bin/python3: the venvs' interpreter
 )
 
 missing=()

@@ -62,6 +62,15 @@ pub struct Admitted {
 impl Admission {
     /// `places` operations at once (at least one).
     pub fn new(places: usize) -> Admission {
+        Admission::with(places, None)
+    }
+
+    /// The same admission, letting every call through while `serving` says the token is down.
+    pub fn following(self, serving: tokio::sync::watch::Receiver<bool>) -> Admission {
+        Admission::with(self.inner.places, Some(serving))
+    }
+
+    fn with(places: usize, serving: Option<tokio::sync::watch::Receiver<bool>>) -> Admission {
         let places = places.max(1);
         Admission {
             inner: Arc::new(Shared {
@@ -70,22 +79,7 @@ impl Admission {
                     ..State::default()
                 }),
                 places,
-                serving: None,
-            }),
-        }
-    }
-
-    /// The same admission, letting every call through while `serving` says the token is down.
-    pub fn following(self, serving: tokio::sync::watch::Receiver<bool>) -> Admission {
-        let places = self.inner.places;
-        Admission {
-            inner: Arc::new(Shared {
-                state: Mutex::new(State {
-                    free: places,
-                    ..State::default()
-                }),
-                places,
-                serving: Some(serving),
+                serving,
             }),
         }
     }

@@ -327,22 +327,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_full_queue_is_refused_at_once_and_work_resumes_after() {
         let workers = TokenWorkers::start(1, None).unwrap();
-        // Hold the only worker until released.
-        let (release, held) = mpsc::channel::<()>();
-        let (started, wait_started) = mpsc::channel::<()>();
-        let blocker = {
-            let workers = workers.clone();
-            tokio::spawn(async move {
-                workers
-                    .execute(LOCAL_LANE, move || {
-                        started.send(()).unwrap();
-                        held.recv().unwrap();
-                        Ok::<_, TokenError>(())
-                    })
-                    .await
-            })
-        };
-        wait_started.recv().unwrap();
+        let (release, blocker) = hold_the_worker(&workers).await;
         // Fill the queue behind it.
         let queued: Vec<_> = (0..QUEUE_PER_WORKER)
             .map(|i| {
@@ -366,7 +351,7 @@ mod tests {
         assert!(refused.to_string().contains("reduce load"));
 
         release.send(()).unwrap();
-        blocker.await.unwrap().unwrap();
+        blocker.await.unwrap();
         for (i, q) in queued.into_iter().enumerate() {
             assert_eq!(q.await.unwrap().unwrap(), i);
         }
