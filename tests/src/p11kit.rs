@@ -300,13 +300,40 @@ impl P11KitServer {
         }
     }
 
-    /// Sends `signal` to the server and every live `p11-kit-remote`.
+    /// Stops the server (SIGSTOP) and waits until it is stopped, so it forks no new
+    /// `p11-kit-remote` while its children are listed: a client that connects at that moment
+    /// would otherwise get a child the listing missed.
+    fn hold_server(&self) -> io::Result<()> {
+        let Some(server) = self.server_id.filter(ProcessId::is_alive) else {
+            return Ok(());
+        };
+        server.signal(Signal::SIGSTOP)?;
+        let deadline = Instant::now() + EXIT_TIMEOUT;
+        while !matches!(server.state(), Some('T') | None) {
+            if Instant::now() >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("p11-kit server {} not stopped by SIGSTOP", server.pid),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(())
+    }
+
+    /// Sends `signal` to the server and every live `p11-kit-remote` (the server held stopped
+    /// while its children are listed, so none is missed).
     pub fn signal_all(&self, signal: Signal) -> io::Result<()> {
+        self.hold_server()?;
         for remote in self.remotes()? {
             remote.signal(signal)?;
         }
         if let Some(server) = self.server_id {
             server.signal(signal)?;
+            if signal != Signal::SIGSTOP {
+                // Let go of the hold, so the server acts on the signal.
+                server.signal(Signal::SIGCONT)?;
+            }
         }
         Ok(())
     }
@@ -324,6 +351,7 @@ impl P11KitServer {
     /// The HSM dies: SIGKILL to every `p11-kit-remote` and the server, waiting until all have
     /// exited (the socket file stays behind, as after a crash).
     pub fn kill_all(&mut self) -> io::Result<()> {
+        self.hold_server()?;
         let remotes = self.remotes()?;
         for remote in &remotes {
             remote.signal(Signal::SIGKILL)?;

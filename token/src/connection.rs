@@ -11,7 +11,9 @@
 //! **Recovery off the request path.** Reconnecting is the supervisor's alone (`supervisor`):
 //! a call that meets a token fault reports it and fails (the key store answers UNAVAILABLE);
 //! the supervisor marks the generation down, waits until no call and no session of it is left
-//! (a call hung in the module is waited for, never finalized under), then finds the slot again,
+//! (a call hung in the module is waited for, never finalized under; once the module reported
+//! its device gone, a call still waiting in it after `supervisor::QUIESCE_DEADLINE` is given up
+//! on, see `supervisor`), then finds the slot again,
 //! re-initializes the module when only that helps, logs in, and marks the new generation up.
 //! Every call into the module on a generation's slot or sessions is counted on that
 //! generation's [`Connection`], which is what makes "nothing in flight" a fact.
@@ -112,6 +114,9 @@ pub struct TokenStats {
     pub relogins: u64,
     /// Module re-initializations (`C_Finalize` + `C_Initialize`), the heaviest recovery.
     pub reinitializations: u64,
+    /// Calls given up on: still inside the module, waiting, long after the module reported its
+    /// device gone, when the module was re-initialized without them (their threads replaced).
+    pub abandoned_calls: u64,
     /// Sessions open on the token now.
     pub sessions_open: usize,
     /// Sessions inside an operation now.
@@ -120,6 +125,11 @@ pub struct TokenStats {
 
 /// Called with the token's new state (`true` = up) each time it changes.
 pub type StateListener = Box<dyn Fn(bool) + Send + Sync>;
+
+/// Called with how many worker threads (see [`Token::attach_worker`]) were given up on, stuck
+/// in the module: start as many new ones (each stuck one leaves its loop if its call ever
+/// returns, see [`WorkerGuard::abandoned`]).
+pub type AbandonListener = Box<dyn Fn(usize) + Send + Sync>;
 
 /// Keys in one PKCS#11 token. `Send + Sync`: share it in an `Arc`.
 pub struct Token {
@@ -147,7 +157,15 @@ pub(crate) struct Core {
     pub(crate) reconnects: AtomicU64,
     relogins: AtomicU64,
     pub(crate) reinitializations: AtomicU64,
+    pub(crate) abandoned_calls: AtomicU64,
     listeners: Mutex<Vec<StateListener>>,
+    abandon_listeners: Mutex<Vec<AbandonListener>>,
+    /// The threads attached as workers (kernel thread IDs).
+    worker_threads: Mutex<Vec<i32>>,
+    /// Worker threads given up on whose calls have not returned yet.
+    abandoned_workers: Mutex<Vec<i32>>,
+    /// `abandoned_workers` is not empty (read on every job without the lock).
+    any_abandoned: AtomicBool,
     pub(crate) supervisor: Supervisor,
     /// Faults under a storm: one line per kind per interval, with a count.
     pub(crate) log: crate::ratelog::RateLog,
@@ -168,6 +186,13 @@ pub(crate) struct Connection {
     busy: AtomicUsize,
     /// Logins made on this generation (the first is the connect; later ones are re-logins).
     logins: AtomicU64,
+    /// The threads inside the module on this generation now (kernel thread IDs): what the
+    /// supervisor looks at when calls do not return after the device went away.
+    threads: Mutex<Vec<i32>>,
+    /// The module was re-initialized with calls of this generation still inside it: its
+    /// sessions died with the old module state, and are never closed (their handle numbers may
+    /// belong to a new session by then).
+    abandoned: AtomicBool,
 }
 
 impl Connection {
@@ -181,6 +206,8 @@ impl Connection {
             sessions: AtomicUsize::new(0),
             busy: AtomicUsize::new(0),
             logins: AtomicU64::new(0),
+            threads: Mutex::new(Vec::new()),
+            abandoned: AtomicBool::new(false),
         }
     }
 
@@ -188,12 +215,42 @@ impl Connection {
     /// first and then waits for `active` to reach zero, so a call either is counted before the
     /// supervisor looks or sees the condemnation (both sides use `SeqCst`).
     pub(crate) fn enter(&self) -> Option<Entered<'_>> {
-        self.active.fetch_add(1, Ordering::SeqCst);
+        let entered = self.track();
         if self.condemned.load(Ordering::SeqCst) {
-            self.active.fetch_sub(1, Ordering::SeqCst);
             return None;
         }
-        Some(Entered { conn: self })
+        Some(entered)
+    }
+
+    /// Counts the calling thread in a call on this generation until the guard drops, whether
+    /// or not the generation is down (closing a session of a condemned generation).
+    fn track(&self) -> Entered<'_> {
+        self.active.fetch_add(1, Ordering::SeqCst);
+        let tid = crate::threads::current_tid();
+        self.threads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(tid);
+        Entered { conn: self, tid }
+    }
+
+    /// The threads inside a call on this generation now.
+    pub(crate) fn threads_in_calls(&self) -> Vec<i32> {
+        self.threads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The module is about to be re-initialized under this generation's remaining calls: its
+    /// sessions are forgotten from now on, never closed. A close that started before this (it
+    /// tracks itself first, then looks) shows in [`Self::threads_in_calls`] afterwards.
+    pub(crate) fn abandon(&self) {
+        self.abandoned.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn is_abandoned(&self) -> bool {
+        self.abandoned.load(Ordering::SeqCst)
     }
 
     pub(crate) fn condemn(&self) {
@@ -220,10 +277,17 @@ impl Connection {
 /// A call in progress on a connection generation.
 pub(crate) struct Entered<'a> {
     conn: &'a Connection,
+    tid: i32,
 }
 
 impl Drop for Entered<'_> {
     fn drop(&mut self) {
+        {
+            let mut threads = self.conn.threads.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(at) = threads.iter().position(|t| *t == self.tid) {
+                threads.swap_remove(at);
+            }
+        }
         self.conn.active.fetch_sub(1, Ordering::SeqCst);
     }
 }
@@ -237,8 +301,19 @@ pub(crate) struct OwnedSession {
 
 impl Drop for OwnedSession {
     fn drop(&mut self) {
-        // The close is a call on the generation, still counted in `sessions`.
-        drop(self.session.take());
+        // The close is a call on the generation, counted (with its thread) before looking
+        // whether the module was re-initialized under it; the session stays counted in
+        // `sessions` until the close returned.
+        let closing = self.conn.track();
+        if let Some(session) = self.session.take() {
+            if self.conn.is_abandoned() {
+                // Closed by the re-initialization; its handle number may be a new session's.
+                std::mem::forget(session);
+            } else {
+                drop(session);
+            }
+        }
+        drop(closing);
         self.conn.sessions.fetch_sub(1, Ordering::SeqCst);
     }
 }
@@ -260,6 +335,7 @@ thread_local! {
 #[must_use = "the thread is a token worker only while the guard lives"]
 pub struct WorkerGuard {
     core: Arc<Core>,
+    tid: i32,
 }
 
 impl WorkerGuard {
@@ -268,10 +344,34 @@ impl WorkerGuard {
     pub fn idle(&self) {
         release_condemned(self.core.id);
     }
+
+    /// Whether this worker was given up on while stuck in the module (a replacement runs in
+    /// its place, see [`Token::on_workers_abandoned`]): the thread should end now that its
+    /// call returned. Cheap when no worker was given up on.
+    pub fn abandoned(&self) -> bool {
+        if !self.core.any_abandoned.load(Ordering::SeqCst) {
+            return false;
+        }
+        let mut abandoned = lock(&self.core.abandoned_workers);
+        let Some(at) = abandoned.iter().position(|t| *t == self.tid) else {
+            return false;
+        };
+        abandoned.swap_remove(at);
+        self.core
+            .any_abandoned
+            .store(!abandoned.is_empty(), Ordering::SeqCst);
+        true
+    }
 }
 
 impl Drop for WorkerGuard {
     fn drop(&mut self) {
+        {
+            let mut workers = lock(&self.core.worker_threads);
+            if let Some(at) = workers.iter().position(|t| *t == self.tid) {
+                workers.swap_remove(at);
+            }
+        }
         let owned = WORKER_SESSIONS.with(|w| {
             let mut w = w.borrow_mut();
             let at = w.iter().position(|(id, _)| *id == self.core.id);
@@ -338,7 +438,12 @@ impl Token {
             reconnects: AtomicU64::new(0),
             relogins: AtomicU64::new(0),
             reinitializations: AtomicU64::new(0),
+            abandoned_calls: AtomicU64::new(0),
             listeners: Mutex::new(Vec::new()),
+            abandon_listeners: Mutex::new(Vec::new()),
+            worker_threads: Mutex::new(Vec::new()),
+            abandoned_workers: Mutex::new(Vec::new()),
+            any_abandoned: AtomicBool::new(false),
             supervisor: Supervisor::new(),
             log: crate::ratelog::RateLog::new(crate::ratelog::INTERVAL),
         });
@@ -436,6 +541,7 @@ impl Token {
             reconnects: core.reconnects.load(Ordering::Relaxed),
             relogins: core.relogins.load(Ordering::Relaxed),
             reinitializations: core.reinitializations.load(Ordering::Relaxed),
+            abandoned_calls: core.abandoned_calls.load(Ordering::Relaxed),
             sessions_open,
             sessions_busy,
         }
@@ -456,6 +562,16 @@ impl Token {
             .push(listener);
     }
 
+    /// Calls `listener` each time worker threads are given up on (see [`AbandonListener`]),
+    /// from the supervisor's thread: keep it short.
+    pub fn on_workers_abandoned(&self, listener: AbandonListener) {
+        self.core
+            .abandon_listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(listener);
+    }
+
     /// Makes the calling thread a token worker (see the module docs): it keeps one session of
     /// its own until the guard drops. One per thread and token.
     pub fn attach_worker(&self) -> WorkerGuard {
@@ -465,8 +581,11 @@ impl Token {
                 w.push((self.core.id, None));
             }
         });
+        let tid = crate::threads::current_tid();
+        lock(&self.core.worker_threads).push(tid);
         WorkerGuard {
             core: Arc::clone(&self.core),
+            tid,
         }
     }
 
@@ -836,6 +955,33 @@ impl Core {
         }
     }
 
+    /// The calls on `threads` (of generations taken down) are given up on: the worker threads
+    /// among them are replaced through the listeners; returns how many were workers.
+    pub(crate) fn abandon_threads(&self, threads: &[i32]) -> usize {
+        self.abandoned_calls
+            .fetch_add(threads.len() as u64, Ordering::Relaxed);
+        let workers: Vec<i32> = {
+            let attached = lock(&self.worker_threads);
+            threads
+                .iter()
+                .copied()
+                .filter(|t| attached.contains(t))
+                .collect()
+        };
+        if workers.is_empty() {
+            return 0;
+        }
+        {
+            let mut abandoned = lock(&self.abandoned_workers);
+            abandoned.extend(&workers);
+            self.any_abandoned.store(true, Ordering::SeqCst);
+        }
+        for listener in lock(&self.abandon_listeners).iter() {
+            listener(workers.len());
+        }
+        workers.len()
+    }
+
     pub(crate) fn set_up(&self, up: bool) {
         if self.up.swap(up, Ordering::SeqCst) != up {
             for listener in self
@@ -982,4 +1128,10 @@ impl std::fmt::Debug for Token {
             .field("uri", &self.config.uri)
             .finish()
     }
+}
+
+/// Locks `mutex`; a panic never happens under these locks (no token call is made under one), so
+/// a poisoned one still holds consistent data.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }

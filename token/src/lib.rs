@@ -34,10 +34,11 @@ pub mod ratelog;
 mod sign;
 pub mod softhsm;
 mod supervisor;
+mod threads;
 pub mod uri;
 
 pub use connection::{
-    StateListener, Token, TokenConfig, TokenDescription, TokenStats, WorkerGuard,
+    AbandonListener, StateListener, Token, TokenConfig, TokenDescription, TokenStats, WorkerGuard,
     DEFAULT_UNAVAILABLE_AFTER,
 };
 pub use error::{ErrorKind, TokenError};

@@ -5,7 +5,11 @@
 //! so a hung token is noticed even when no request is running), **draining** (a fault was
 //! reported or a probe failed or hung: the generation is condemned, no new call starts on it,
 //! and the supervisor waits until every call and session of it has ended; a call stuck in a
-//! hung module is waited for however long it takes, the module is never finalized under it),
+//! hung module is waited for however long it takes, the module is never finalized under it,
+//! except once the module reported its device gone: a call still waiting (asleep, not working)
+//! inside it [`QUIESCE_DEADLINE`] later never returns, so the module is re-initialized without
+//! it, its sessions are forgotten rather than closed, and worker threads among those calls are
+//! replaced through [`crate::AbandonListener`]s),
 //! and **connecting** (find the slot, re-initialize the module when a plain retry does not see
 //! the token, open a session and log in; failures back off from [`MIN_BACKOFF`] to
 //! [`MAX_BACKOFF`]). A caller outside the workers that finds the token down kicks the
@@ -38,6 +42,17 @@ pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// How often a draining supervisor looks whether the old generation has ended.
 const DRAIN_POLL: Duration = Duration::from_millis(10);
+
+/// How long calls of a generation whose module reported its device gone may stay inside the
+/// module before they are given up on (when every one of them waits rather than works, for at
+/// least [`QUIESCE_SETTLED`]): the module is then re-initialized without them. p11-kit-client
+/// (0.24 to 0.26) leaves threads waiting forever on a server that died under them (a reply
+/// header read for a call whose reader already failed wakes no one), so waiting without a
+/// deadline would never reconnect.
+pub(crate) const QUIESCE_DEADLINE: Duration = Duration::from_secs(2);
+
+/// How long every remaining call must have been seen waiting before it is given up on.
+const QUIESCE_SETTLED: Duration = Duration::from_millis(100);
 
 /// The supervisor's shared state: what callers report and wait on.
 pub(crate) struct Supervisor {
@@ -165,6 +180,11 @@ impl Supervisor {
         self.changed.notify_all();
     }
 
+    /// The generations taken down were given up on (see [`Quiesce`]).
+    fn forget_draining(&self) {
+        self.lock().draining.clear();
+    }
+
     /// Generation `conn` was taken down: it must drain before the next connection.
     pub(crate) fn drain(&self, conn: Arc<Connection>) {
         self.lock().draining.push(conn);
@@ -181,9 +201,68 @@ impl Supervisor {
             .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
     }
 
+    /// The threads inside calls on generations taken down, and whether each waits (asleep)
+    /// rather than works.
+    fn threads_in_old_calls(&self) -> Vec<(i32, bool)> {
+        let draining: Vec<Arc<Connection>> = self.lock().draining.clone();
+        draining
+            .iter()
+            .flat_map(|c| c.threads_in_calls())
+            .map(|tid| (tid, crate::threads::is_waiting(tid)))
+            .collect()
+    }
+
+    /// Gives up on every generation taken down: their sessions are forgotten from now on.
+    fn abandon_draining(&self) {
+        for conn in &self.lock().draining {
+            conn.abandon();
+        }
+    }
+
     fn went_down(&self, why: TokenError) {
         self.lock().last_error = Some(why);
         self.changed.notify_all();
+    }
+}
+
+/// Waiting for the calls of generations taken down to end before the module is re-initialized.
+#[derive(Default)]
+struct Quiesce {
+    /// Since when the supervisor waits.
+    draining_since: Option<Instant>,
+    /// Since when every remaining call has been seen waiting (asleep in the kernel).
+    all_waiting_since: Option<Instant>,
+    /// The threads of the calls to give up on.
+    stuck: Vec<i32>,
+}
+
+impl Quiesce {
+    /// Whether to give up on the remaining calls: [`QUIESCE_DEADLINE`] has passed since the
+    /// supervisor began to wait, and every thread still in a call has been waiting, not
+    /// working, for [`QUIESCE_SETTLED`] (a module still computing, as a long key generation
+    /// does, is never re-initialized under). Marks the generations abandoned first, then
+    /// looks again: a session close that began before the mark shows there and is waited for.
+    fn give_up(&mut self, sup: &Supervisor, since: Instant) -> bool {
+        if since.elapsed() < QUIESCE_DEADLINE {
+            return false;
+        }
+        let threads = sup.threads_in_old_calls();
+        if !threads.iter().all(|(_, waiting)| *waiting) {
+            self.all_waiting_since = None;
+            return false;
+        }
+        let settled = self.all_waiting_since.get_or_insert_with(Instant::now);
+        if settled.elapsed() < QUIESCE_SETTLED {
+            return false;
+        }
+        sup.abandon_draining();
+        let after = sup.threads_in_old_calls();
+        if !after.iter().all(|(_, waiting)| *waiting) {
+            self.all_waiting_since = None;
+            return false;
+        }
+        self.stuck = after.into_iter().map(|(tid, _)| tid).collect();
+        true
     }
 }
 
@@ -257,6 +336,7 @@ fn supervise(core: &Arc<Core>, mut prober: Prober) {
     let mut anchor: Option<OwnedSession> = None;
     let mut reinit = false;
     let mut backoff = MIN_BACKOFF;
+    let mut quiesce = Quiesce::default();
     loop {
         if let Some(conn) = core.current() {
             let down = match sup.wait_event(PROBE_INTERVAL) {
@@ -305,17 +385,42 @@ fn supervise(core: &Arc<Core>, mut prober: Prober) {
         drop(anchor.take());
         let (calls, sessions) = sup.undrained();
         if calls + sessions > 0 || prober.busy() {
-            core.log.event(
-                "drain",
-                format_args!(
-                    "waiting for {calls} calls and {sessions} sessions on the old connection to end before reconnecting (a hung token holds them; the module is not re-initialized under them)"
-                ),
-            );
-            if matches!(sup.wait_event(DRAIN_POLL), Event::Stop) {
-                break;
+            let since = *quiesce.draining_since.get_or_insert_with(Instant::now);
+            if reinit && quiesce.give_up(sup, since) {
+                let threads = quiesce.stuck.len();
+                let workers = core.abandon_threads(&quiesce.stuck);
+                if prober.busy() {
+                    // The old prober is among the stuck threads; it ends if its call returns.
+                    match Prober::start(Arc::downgrade(core)) {
+                        Ok(fresh) => prober = fresh,
+                        Err(e) => tracing::error!(error = %e, "starting a new token prober"),
+                    }
+                }
+                tracing::warn!(
+                    calls = threads,
+                    workers_replaced = workers,
+                    waited_ms = since.elapsed().as_millis() as u64,
+                    "calls on the old connection are still waiting inside the PKCS#11 module after it reported the device gone; re-initializing the module without them (their threads are replaced)"
+                );
+                sup.forget_draining();
+            } else {
+                core.log.event(
+                    "drain",
+                    format_args!(
+                        "waiting for {calls} calls and {sessions} sessions on the old connection to end before reconnecting (a hung token holds them; the module is not re-initialized under them)"
+                    ),
+                );
+                match sup.wait_event(DRAIN_POLL) {
+                    Event::Stop => break,
+                    // A call of the old generation met a device error: re-initialize once
+                    // it drained (or was given up on).
+                    Event::Fault(_, Some(rv)) if fault_of(rv) == Fault::Token => reinit = true,
+                    _ => {}
+                }
+                continue;
             }
-            continue;
         }
+        quiesce = Quiesce::default();
         match connect(core, reinit) {
             Ok((conn, session)) => {
                 let generation = conn.generation;

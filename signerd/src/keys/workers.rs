@@ -23,7 +23,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -180,53 +181,120 @@ pub(crate) struct TokenWorkers {
 
 struct Inner {
     queue: Arc<FairQueue>,
-    threads: Vec<JoinHandle<()>>,
+    crew: Arc<Crew>,
+    count: usize,
+}
+
+/// Starts worker threads, the first ones and those that replace workers the token layer gave
+/// up on (stuck in a module call that will not return, see
+/// [`Token::on_workers_abandoned`]).
+struct Crew {
+    queue: Arc<FairQueue>,
+    /// Weak: the token holds the replacement listener, which holds the crew.
+    token: Option<Weak<Token>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Names the next thread.
+    next: AtomicUsize,
+    /// Workers given up on whose threads have not ended (their call never returned).
+    stuck: AtomicUsize,
+    /// The most stuck workers replaced: past it, capacity shrinks rather than threads grow.
+    max_stuck: usize,
+}
+
+impl Crew {
+    fn spawn(self: &Arc<Self>) -> std::io::Result<()> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        let crew = Arc::clone(self);
+        let token = self.token.as_ref().and_then(Weak::upgrade);
+        let thread = std::thread::Builder::new()
+            .name(format!("token-worker-{i}"))
+            .spawn(move || {
+                let guard = token.as_ref().map(|t| t.attach_worker());
+                drop(token);
+                loop {
+                    match crew.queue.pop(IDLE_TICK) {
+                        Next::Job(job) => {
+                            // A panicking operation drops its reply channel (the caller gets
+                            // an error); the worker itself stays.
+                            if std::panic::catch_unwind(AssertUnwindSafe(job)).is_err() {
+                                tracing::error!("a token operation panicked; its request failed");
+                            }
+                        }
+                        Next::Idle => {}
+                        Next::Closed => break,
+                    }
+                    if let Some(guard) = &guard {
+                        if guard.abandoned() {
+                            // Replaced while stuck in the module; its call came back at last.
+                            crew.stuck.fetch_sub(1, Ordering::SeqCst);
+                            tracing::info!("a token worker given up on came back; it ends");
+                            break;
+                        }
+                        guard.idle();
+                    }
+                }
+            })?;
+        let mut threads = self.threads.lock().unwrap_or_else(PoisonError::into_inner);
+        threads.retain(|t| !t.is_finished());
+        threads.push(thread);
+        Ok(())
+    }
+
+    /// `count` workers were given up on: start as many new ones, up to [`Crew::max_stuck`].
+    fn replace(self: &Arc<Self>, count: usize) {
+        for _ in 0..count {
+            if self.stuck.fetch_add(1, Ordering::SeqCst) >= self.max_stuck {
+                self.stuck.fetch_sub(1, Ordering::SeqCst);
+                tracing::error!(
+                    stuck = self.max_stuck,
+                    "too many token workers are stuck in the PKCS#11 module to replace another: signerd runs with fewer workers; restart it to get them back"
+                );
+                return;
+            }
+            if let Err(e) = self.spawn() {
+                self.stuck.fetch_sub(1, Ordering::SeqCst);
+                tracing::error!(error = %e, "starting a token worker in place of a stuck one");
+                return;
+            }
+        }
+    }
 }
 
 impl TokenWorkers {
     /// Starts `count` workers (at least one) with a queue of `count * QUEUE_PER_WORKER` per
     /// lane; each owns a session of `token` (none in unit tests that run no token operation).
+    /// A worker the token layer gives up on is replaced by a new thread (up to `count` stuck
+    /// ones at a time).
     pub(crate) fn start(count: usize, token: Option<Arc<Token>>) -> std::io::Result<TokenWorkers> {
         let count = count.max(1);
         let queue = Arc::new(FairQueue::new(count * QUEUE_PER_WORKER));
-        let threads = (0..count)
-            .map(|i| {
-                let jobs = Arc::clone(&queue);
-                let token = token.clone();
-                std::thread::Builder::new()
-                    .name(format!("token-worker-{i}"))
-                    .spawn(move || {
-                        let guard = token.as_ref().map(|t| t.attach_worker());
-                        drop(token);
-                        loop {
-                            match jobs.pop(IDLE_TICK) {
-                                Next::Job(job) => {
-                                    // A panicking operation drops its reply channel (the
-                                    // caller gets an error); the worker itself stays.
-                                    if std::panic::catch_unwind(AssertUnwindSafe(job)).is_err() {
-                                        tracing::error!(
-                                            "a token operation panicked; its request failed"
-                                        );
-                                    }
-                                }
-                                Next::Idle => {}
-                                Next::Closed => break,
-                            }
-                            if let Some(guard) = &guard {
-                                guard.idle();
-                            }
-                        }
-                    })
-            })
-            .collect::<std::io::Result<Vec<_>>>()?;
+        let crew = Arc::new(Crew {
+            queue: Arc::clone(&queue),
+            token: token.as_ref().map(Arc::downgrade),
+            threads: Mutex::new(Vec::new()),
+            next: AtomicUsize::new(0),
+            stuck: AtomicUsize::new(0),
+            max_stuck: count,
+        });
+        for _ in 0..count {
+            crew.spawn()?;
+        }
+        if let Some(token) = &token {
+            let crew = Arc::downgrade(&crew);
+            token.on_workers_abandoned(Box::new(move |n| {
+                if let Some(crew) = crew.upgrade() {
+                    crew.replace(n);
+                }
+            }));
+        }
         Ok(TokenWorkers {
-            inner: Arc::new(Inner { queue, threads }),
+            inner: Arc::new(Inner { queue, crew, count }),
         })
     }
 
     /// Worker threads.
     pub(crate) fn count(&self) -> usize {
-        self.inner.threads.len()
+        self.inner.count
     }
 
     /// Requests that may wait for a worker on one lane (one client connection).
@@ -287,12 +355,29 @@ impl TokenWorkers {
     }
 }
 
+/// How long dropping the workers waits for their threads: a thread stuck in a hung module is
+/// left behind (the process is ending).
+const JOIN_TIMEOUT: Duration = Duration::from_secs(2);
+
 impl Drop for Inner {
     fn drop(&mut self) {
         // Closing the queue ends each worker's loop once the queue is drained.
         self.queue.close();
-        for thread in self.threads.drain(..) {
-            let _ = thread.join();
+        let threads = std::mem::take(
+            &mut *self
+                .crew
+                .threads
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        let deadline = std::time::Instant::now() + JOIN_TIMEOUT;
+        for thread in threads {
+            while !thread.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            }
         }
     }
 }

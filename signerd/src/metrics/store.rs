@@ -23,6 +23,8 @@ pub struct StoreNumbers {
     pub relogins: u64,
     /// Module re-initializations (C_Finalize then C_Initialize).
     pub reinitializations: u64,
+    /// Calls given up on, stuck in the module after it reported the device gone.
+    pub abandoned_calls: u64,
     /// Sessions open.
     pub sessions_open: u64,
     /// Sessions in a call now.
@@ -72,6 +74,7 @@ impl From<&StoreStats> for StoreNumbers {
             reconnects: s.token.reconnects,
             relogins: s.token.relogins,
             reinitializations: s.token.reinitializations,
+            abandoned_calls: s.token.abandoned_calls,
             sessions_open: n(s.token.sessions_open),
             sessions_busy: n(s.token.sessions_busy),
             workers: n(s.workers),
@@ -134,6 +137,12 @@ impl Collector for StoreCollector {
             "signerd_token_reinitializations",
             "PKCS#11 module re-initializations (C_Finalize, then C_Initialize)",
             n.reinitializations,
+        )?;
+        counter(
+            e,
+            "signerd_token_abandoned_calls",
+            "Calls given up on: still waiting inside the PKCS#11 module after it reported the device gone, when the module was re-initialized without them",
+            n.abandoned_calls,
         )?;
         gauge(
             e,

@@ -281,6 +281,15 @@ async fn signerd_rides_through_a_remote_hsm_that_hangs_and_one_that_dies() {
         "only UNAVAILABLE through the faults: {codes:?}"
     );
     sign_and_verify(&mut c, &id, &public, b"after the new server").await;
+    // p11-kit-client can leave calls waiting forever on the dead server (a lost wakeup in its
+    // RPC reader): signerd gives up on them after 2 s and replaces those worker threads, so at
+    // most the 8 workers and the prober stay behind, stuck, beside their replacements.
+    let (threads_after, _) = threads_and_rss_kib(pid);
+    eprintln!("dead: threads {threads_before} -> {threads_after}");
+    assert!(
+        threads_after <= threads_before + 9,
+        "threads {threads_before} -> {threads_after} after the HSM died"
+    );
     r.signerds[0]
         .process()
         .ensure_running()
