@@ -579,3 +579,113 @@ impl Prober {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connection::TokenDescription;
+    use std::sync::mpsc;
+
+    fn connection() -> Arc<Connection> {
+        let slot = cryptoki::slot::Slot::try_from(1u64).unwrap();
+        let description = TokenDescription {
+            label: "t".into(),
+            manufacturer: String::new(),
+            model: String::new(),
+            serial: String::new(),
+            slot: 1,
+        };
+        Arc::new(Connection::new(7, slot, description))
+    }
+
+    /// A thread inside a "call" on `conn` (entered before the generation went down) that
+    /// sleeps until released, or works (spins) when `spin`.
+    fn in_call(
+        conn: &Arc<Connection>,
+        spin: bool,
+    ) -> (mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+        let (entered_tx, entered) = mpsc::channel();
+        let (release, released) = mpsc::channel::<()>();
+        let conn = Arc::clone(conn);
+        let thread = std::thread::spawn(move || {
+            let _call = conn.enter().expect("the generation is up");
+            entered_tx.send(()).unwrap();
+            if spin {
+                while released.try_recv().is_err() {
+                    std::hint::spin_loop();
+                }
+            } else {
+                let _ = released.recv();
+            }
+        });
+        entered.recv().unwrap();
+        (release, thread)
+    }
+
+    /// Polls `give_up` as the supervisor does, for up to `within`.
+    fn gives_up_within(
+        q: &mut Quiesce,
+        sup: &Supervisor,
+        since: Instant,
+        within: Duration,
+    ) -> bool {
+        let end = Instant::now() + within;
+        while Instant::now() < end {
+            if q.give_up(sup, since) {
+                return true;
+            }
+            std::thread::sleep(DRAIN_POLL);
+        }
+        false
+    }
+
+    #[test]
+    fn calls_asleep_past_the_deadline_are_given_up_and_their_sessions_forgotten() {
+        let sup = Supervisor::new();
+        let conn = connection();
+        let (release, thread) = in_call(&conn, false);
+        conn.condemn();
+        sup.drain(Arc::clone(&conn));
+        let mut q = Quiesce::default();
+        // Before the deadline: waited for, whatever the threads do.
+        assert!(!gives_up_within(
+            &mut q,
+            &sup,
+            Instant::now(),
+            Duration::from_millis(300)
+        ));
+        assert!(!conn.is_abandoned());
+        // Past it, asleep for QUIESCE_SETTLED: given up, the generation marked abandoned.
+        let since = Instant::now() - QUIESCE_DEADLINE;
+        assert!(gives_up_within(&mut q, &sup, since, Duration::from_secs(5)));
+        assert!(conn.is_abandoned());
+        assert_eq!(q.stuck.len(), 1);
+        assert_eq!(q.stuck, conn.threads_in_calls());
+        release.send(()).unwrap();
+        thread.join().unwrap();
+        assert!(
+            conn.threads_in_calls().is_empty(),
+            "a returning call leaves the list"
+        );
+    }
+
+    #[test]
+    fn a_call_still_working_is_never_given_up() {
+        let sup = Supervisor::new();
+        let conn = connection();
+        let (release, thread) = in_call(&conn, true);
+        conn.condemn();
+        sup.drain(Arc::clone(&conn));
+        let mut q = Quiesce::default();
+        let since = Instant::now() - 10 * QUIESCE_DEADLINE;
+        assert!(!gives_up_within(
+            &mut q,
+            &sup,
+            since,
+            Duration::from_millis(500)
+        ));
+        assert!(!conn.is_abandoned(), "a working call keeps its sessions");
+        release.send(()).unwrap();
+        thread.join().unwrap();
+    }
+}

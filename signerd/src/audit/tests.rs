@@ -1,6 +1,6 @@
 //! The trail and the verifier together: what the writer writes verifies, and every kind of
 //! tampering is found and located. Checkpoints here are signed by a software P-256 key (the
-//! token's audit key is exercised by `tests/tests/audit_trail.rs`).
+//! token's audit key is exercised by `tests/tests/integration/audit_trail.rs`).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
