@@ -12,7 +12,8 @@
 #
 # Environment: SIGNERD_BIN (default target/release/signerd if built, else target/debug/signerd;
 # measure a release build: cargo build --release -p signerd), SOAK_IN_FLIGHT [32],
-# SOAK_REPORT_SECS [60], SOAK_PORT [7950], SIGNERD_KEEP=1 keeps the folder.
+# SOAK_REPORT_SECS [60], SOAK_PORT [7950], SOAK_ROTATE [1; 0 leaves out the per-second
+# CreateKey/DeleteKey], SIGNERD_KEEP=1 keeps the folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

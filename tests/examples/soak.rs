@@ -9,7 +9,9 @@
 //!
 //! Settings come from the environment (the script sets them): `SOAK_ADDR` (host:port),
 //! `SOAK_CA`, `SOAK_CERT`, `SOAK_KEY` (PEM files), `SOAK_PID` (signerd's PID), `SOAK_MINUTES`
-//! [10], `SOAK_IN_FLIGHT` [32], `SOAK_REPORT_SECS` [60]. Exit status 1 when any call failed or
+//! [10], `SOAK_IN_FLIGHT` [32], `SOAK_REPORT_SECS` [60], `SOAK_ROTATE` [1; 0 leaves out the
+//! per-second CreateKey/DeleteKey, to tell the token's own memory from signerd's: SoftHSM keeps
+//! every object it made, deleted ones too, until `C_Finalize`]. Exit status 1 when any call failed or
 //! the last interval's RSS, descriptors or threads grew past the first's (RSS by more than 10 %).
 
 #![forbid(unsafe_code)]
@@ -244,6 +246,7 @@ async fn main() -> Result<(), BoxError> {
     let minutes: u64 = env("SOAK_MINUTES", Some(10))?;
     let in_flight: u64 = env("SOAK_IN_FLIGHT", Some(32))?;
     let report = Duration::from_secs(env("SOAK_REPORT_SECS", Some(60))?);
+    let rotate = env::<u8>("SOAK_ROTATE", Some(1))? != 0;
     let channel = connect().await?;
 
     let mut key_mgmt = KeyManagementClient::new(channel.clone());
@@ -276,11 +279,13 @@ async fn main() -> Result<(), BoxError> {
             until,
         )));
     }
-    tasks.push(tokio::spawn(rotator(
-        channel.clone(),
-        Arc::clone(&stats),
-        until,
-    )));
+    if rotate {
+        tasks.push(tokio::spawn(rotator(
+            channel.clone(),
+            Arc::clone(&stats),
+            until,
+        )));
+    }
 
     let mut samples = Vec::new();
     let mut total_errors = 0u64;
