@@ -16,8 +16,9 @@ pub const STOP_GRACE: Duration = Duration::from_secs(5);
 /// How many log lines [`ChildGuard`] prints when a test panics while it is running.
 const TAIL_LINES_ON_PANIC: usize = 40;
 
-/// Only the last this-many bytes of a log are read for a tail.
-const TAIL_MAX_BYTES: u64 = 64 * 1024;
+/// Only the last this-many bytes of a log are read for a tail (enough to find signerd's
+/// operational lines under a storm of per-call lines: a failed fault test's log is tens of MB).
+const TAIL_MAX_BYTES: u64 = 64 * 1024 * 1024;
 
 /// A spawned child process with stdout/stderr in log files; dropping it stops the child.
 ///
@@ -214,7 +215,19 @@ pub fn file_tail(path: &Path, lines: usize) -> String {
         return format!("(cannot read {}: {e})", path.display());
     }
     let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
+    // signerd's per-call lines (`signerd::keyop`, on in the tests) would bury the operational
+    // ones a failure is read for: those are shown, with the last per-call line and a count.
+    let per_call = |l: &&str| l.contains(" signerd::keyop: ");
+    let operational: Vec<&str> = all.iter().copied().filter(|l| !per_call(l)).collect();
+    let left_out = all.len() - operational.len();
+    let last = |v: &[&str]| v[v.len().saturating_sub(lines)..].join("\n");
+    match all.iter().rev().find(|l| per_call(l)) {
+        Some(last_call) if left_out > lines => format!(
+            "{}\n({left_out} per-call signerd::keyop lines left out; the last one:)\n{last_call}",
+            last(&operational)
+        ),
+        _ => last(&all),
+    }
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago (the OS picked it; it may be taken again
@@ -288,4 +301,36 @@ pub fn output_with_timeout(
         stdout: std::fs::read(&stdout_path)?,
         stderr: std::fs::read(&stderr_path)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tail_shows_the_operational_lines_under_a_storm_of_per_call_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("signerd.stderr.log");
+        let mut text = String::from("INFO signerd::server: started\n");
+        text.push_str("WARN signerd_token::supervisor: token down\n");
+        for i in 0..1000 {
+            text.push_str(&format!("DEBUG signerd::keyop: method=\"Sign\" n={i}\n"));
+        }
+        std::fs::write(&path, &text).unwrap();
+        let tail = file_tail(&path, 2);
+        assert!(
+            tail.starts_with(
+                "INFO signerd::server: started\nWARN signerd_token::supervisor: token down\n"
+            ),
+            "{tail}"
+        );
+        assert!(
+            tail.contains("(1000 per-call signerd::keyop lines left out"),
+            "{tail}"
+        );
+        assert!(tail.ends_with("n=999"), "{tail}");
+        // Without a storm the tail is the plain last lines.
+        std::fs::write(&path, "a\nb\nc\n").unwrap();
+        assert_eq!(file_tail(&path, 2), "b\nc");
+    }
 }
