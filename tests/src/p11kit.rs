@@ -122,15 +122,26 @@ impl ProcessId {
 
     /// Waits until the process has exited, or fails after `timeout`.
     pub fn wait_gone(&self, timeout: Duration) -> io::Result<()> {
+        self.wait_state(timeout, "still there", |state| state.is_none())
+    }
+
+    /// Waits until `done` holds for the process's state letter (`None` once it has exited),
+    /// or fails after `timeout` with "process PID <failure> after <timeout>".
+    fn wait_state(
+        &self,
+        timeout: Duration,
+        failure: &str,
+        done: impl Fn(Option<char>) -> bool,
+    ) -> io::Result<()> {
         let deadline = Instant::now() + timeout;
-        while self.is_alive() {
+        while !done(self.state()) {
             if Instant::now() >= deadline {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    format!("process {} still there after {timeout:?}", self.pid),
+                    format!("process {} {failure} after {timeout:?}", self.pid),
                 ));
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(5));
         }
         Ok(())
     }
@@ -308,17 +319,11 @@ impl P11KitServer {
             return Ok(());
         };
         server.signal(Signal::SIGSTOP)?;
-        let deadline = Instant::now() + EXIT_TIMEOUT;
-        while !matches!(server.state(), Some('T') | None) {
-            if Instant::now() >= deadline {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("p11-kit server {} not stopped by SIGSTOP", server.pid),
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        Ok(())
+        server.wait_state(
+            EXIT_TIMEOUT,
+            "(the p11-kit server) not stopped by SIGSTOP",
+            |s| matches!(s, Some('T') | None),
+        )
     }
 
     /// Sends `signal` to the server and every live `p11-kit-remote` (the server held stopped
