@@ -41,6 +41,22 @@ struct Setup {
     dir: TestDir,
 }
 
+impl Setup {
+    /// The shim loaded into this test process with its environment, initialized, and its one
+    /// slot.
+    fn load_shim(&self) -> (Pkcs11, cryptoki::slot::Slot) {
+        for (k, v) in &self.env {
+            std::env::set_var(k, v);
+        }
+        let pkcs11 = Pkcs11::new(&self.module).expect("load the shim");
+        pkcs11
+            .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+            .expect("C_Initialize");
+        let slot = pkcs11.get_slots_with_token().expect("slots")[0];
+        (pkcs11, slot)
+    }
+}
+
 fn setup(name: &str) -> io::Result<Setup> {
     let dir = TestDir::new(name)?;
     let pki = TestPki::generate(&dir.subdir("pki")?)?;

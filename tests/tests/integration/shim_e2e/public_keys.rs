@@ -87,14 +87,7 @@ fn octets(der: &[u8]) -> &[u8] {
 fn every_key_has_a_public_key_object_found_by_class_and_id() -> io::Result<()> {
     use cryptoki::object::{KeyType, ObjectClass};
     let s = setup("shim-public-keys")?;
-    for (k, v) in &s.env {
-        std::env::set_var(k, v);
-    }
-    let pkcs11 = Pkcs11::new(&s.module).expect("load the shim");
-    pkcs11
-        .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        .expect("C_Initialize");
-    let slot = pkcs11.get_slots_with_token().expect("slots")[0];
+    let (pkcs11, slot) = s.load_shim();
     let pin = AuthPin::new(NOTARY_USER_PIN.into());
     {
         let session = pkcs11.open_rw_session(slot).expect("RW session");

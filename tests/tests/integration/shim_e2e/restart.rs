@@ -29,14 +29,7 @@ fn sign_and_check(session: &Session, private: ObjectHandle, public: ObjectHandle
 #[test]
 fn sessions_and_login_survive_a_signerd_restart() -> io::Result<()> {
     let mut s = setup("shim-restart")?;
-    for (k, v) in &s.env {
-        std::env::set_var(k, v);
-    }
-    let pkcs11 = Pkcs11::new(&s.module).expect("load the shim");
-    pkcs11
-        .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        .expect("C_Initialize");
-    let slot = pkcs11.get_slots_with_token().expect("slots")[0];
+    let (pkcs11, slot) = s.load_shim();
     let session = pkcs11.open_rw_session(slot).expect("RW session");
     let reader = pkcs11.open_ro_session(slot).expect("RO session");
     session

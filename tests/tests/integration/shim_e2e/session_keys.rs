@@ -81,14 +81,7 @@ fn p256_template(id: u8, label: &str) -> (Vec<Attribute>, Vec<Attribute>) {
 #[test]
 fn session_key_pairs_live_and_die_with_their_session() -> io::Result<()> {
     let mut s = setup("shim-session-keys")?;
-    for (k, v) in &s.env {
-        std::env::set_var(k, v);
-    }
-    let pkcs11 = Pkcs11::new(&s.module).expect("load the shim");
-    pkcs11
-        .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        .expect("C_Initialize");
-    let slot = pkcs11.get_slots_with_token().expect("slots")[0];
+    let (pkcs11, slot) = s.load_shim();
     let session = pkcs11.open_ro_session(slot).expect("RO session");
     session
         .login(UserType::User, Some(&AuthPin::new(NOTARY_USER_PIN.into())))
