@@ -11,7 +11,7 @@ use signerd_proto::health::health_client::HealthClient;
 use signerd_proto::notary::key_management_client::KeyManagementClient;
 use signerd_proto::notary::signer_client::SignerClient;
 use signerd_token::softhsm::SoftHsmDir;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 pub use crate::artifacts::signerd_bin;
 use crate::notary::SignerEndpoint;
@@ -231,6 +231,21 @@ impl Signerd {
         client: Option<&IssuedCert>,
         ca: &Path,
     ) -> Result<Channel, tonic::transport::Error> {
+        self.endpoint_as(client, ca)?.connect().await
+    }
+
+    /// The endpoint [`Self::channel`] connects to, for a client that connects on a runtime of
+    /// its own (a channel's connection task runs on the runtime that connected it).
+    pub fn grpc_endpoint(&self) -> Result<Endpoint, tonic::transport::Error> {
+        self.endpoint_as(Some(&self.client), &self.ca)
+    }
+
+    /// The endpoint of [`Self::channel_as`].
+    pub fn endpoint_as(
+        &self,
+        client: Option<&IssuedCert>,
+        ca: &Path,
+    ) -> Result<Endpoint, tonic::transport::Error> {
         let ca_pem = std::fs::read(ca).expect("CA file readable");
         let mut tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(ca_pem))
@@ -240,13 +255,11 @@ impl Signerd {
             let key = std::fs::read(&c.key).expect("client key readable");
             tls = tls.identity(Identity::from_pem(cert, key));
         }
-        Channel::from_shared(format!("https://{}", self.addr))
+        Ok(Channel::from_shared(format!("https://{}", self.addr))
             .expect("valid URI")
             .tls_config(tls)?
             .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(30))
-            .connect()
-            .await
+            .timeout(Duration::from_secs(30)))
     }
 
     /// Clients for the three services over one channel.

@@ -71,7 +71,7 @@ impl TokenConfig {
         TokenConfig {
             uri,
             pin: None,
-            sessions: defaults::TOKEN_SESSIONS,
+            sessions: defaults::token_sessions(),
             rsa_bits: defaults::RSA_BITS,
             checkout_timeout: defaults::CHECKOUT_TIMEOUT,
             unavailable_after: DEFAULT_UNAVAILABLE_AFTER,
@@ -497,9 +497,10 @@ impl Token {
     /// runs: `token.sessions`, held to the token's own session limit (`ulMaxSessionCount`) when
     /// the token is reachable and reports a finite one.
     ///
-    /// The cores are the operator's to weigh: a software token (SoftHSM) signs on the worker's
-    /// own CPU, so workers beyond the cores only queue for CPU; a network HSM keeps its worker
-    /// waiting on the wire, so more workers help up to the HSM's session limit.
+    /// `token.sessions` defaults to the cores (at least 2, [`defaults::token_sessions`]): a
+    /// software token (SoftHSM) signs on the worker's own CPU, so workers beyond the cores only
+    /// queue for CPU; a network HSM keeps its worker waiting on the wire, so there the operator
+    /// sets more, up to the HSM's session limit.
     pub fn parallelism(&self) -> usize {
         let configured = self.config.sessions.max(1);
         let Some(conn) = self.core.current() else {

@@ -2,8 +2,21 @@
 
 use std::time::Duration;
 
-/// Token sessions opened at most (signatures run in parallel on this many).
-pub const TOKEN_SESSIONS: usize = 8;
+/// Token sessions opened when `token.sessions` is not set: one per CPU signerd may run on (its
+/// affinity mask and cgroup quota), at least two. A software token (SoftHSM, the default) signs
+/// on the token worker's own CPU: more workers than CPUs only queue for CPU, and take it from
+/// the async runtime that reads requests and answers them (a client beside a flood then waits
+/// behind it), so more sessions made signerd slower, not faster (README "Performance"). Two at
+/// least, so one long call (a key generation) does not stop every signature. A network HSM
+/// waits on the wire instead: give it more (`config/network-hsm.toml`: 32).
+pub fn token_sessions() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, std::num::NonZeroUsize::get)
+        .clamp(2, TOKEN_SESSIONS_MAX)
+}
+
+/// How the README and `--help` texts name the default of [`token_sessions`].
+pub const TOKEN_SESSIONS_TEXT: &str = "one per CPU, at least 2";
 /// Most token sessions a config may ask for.
 pub const TOKEN_SESSIONS_MAX: usize = 1024;
 /// Modulus size of new RSA keys.
@@ -49,6 +62,6 @@ mod tests {
 
     #[test]
     fn default_sessions_fit_the_limit() {
-        assert!((1..=TOKEN_SESSIONS_MAX).contains(&TOKEN_SESSIONS));
+        assert!((2..=TOKEN_SESSIONS_MAX).contains(&token_sessions()));
     }
 }

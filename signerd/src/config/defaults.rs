@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 pub use signerd_vocab::defaults::{
-    rsa_bits_allowed, rsa_bits_choices, CHECKOUT_TIMEOUT, RSA_BITS, RSA_BITS_ALLOWED,
-    TOKEN_SESSIONS as SESSIONS, TOKEN_SESSIONS_MAX as SESSIONS_MAX,
+    rsa_bits_allowed, rsa_bits_choices, token_sessions as sessions, CHECKOUT_TIMEOUT, RSA_BITS,
+    RSA_BITS_ALLOWED, TOKEN_SESSIONS_MAX as SESSIONS_MAX, TOKEN_SESSIONS_TEXT as SESSIONS_TEXT,
 };
 
 /// The gRPC address, on the Go notary-signer's port.
@@ -75,7 +75,7 @@ mod tests {
     #[test]
     fn the_readme_states_these_defaults() {
         assert_eq!(readme_default("server.listen"), LISTEN);
-        assert_eq!(readme_default("token.sessions"), SESSIONS.to_string());
+        assert_eq!(readme_default("token.sessions"), SESSIONS_TEXT);
         assert_eq!(readme_default("token.rsa_bits"), RSA_BITS.to_string());
         assert_eq!(
             readme_default("token.unavailable_after_ms"),

@@ -284,7 +284,7 @@ impl FileConfig {
             }
         };
 
-        let sessions = self.token.sessions.unwrap_or(defaults::SESSIONS as u64);
+        let sessions = self.token.sessions.unwrap_or(defaults::sessions() as u64);
         if !(1..=defaults::SESSIONS_MAX as u64).contains(&sessions) {
             errors.push(ConfigError(format!(
                 "token.sessions = {sessions}: use 1 to {}",
@@ -590,7 +590,7 @@ mod tests {
     fn defaults_fill_what_nothing_sets() {
         let s = FileConfig::default().resolve(false).unwrap();
         assert_eq!(s.listen, defaults::listen());
-        assert_eq!(s.sessions, defaults::SESSIONS);
+        assert_eq!(s.sessions, defaults::sessions());
         assert_eq!(s.rsa_bits, defaults::RSA_BITS);
         assert_eq!(s.shutdown_grace, defaults::SHUTDOWN_GRACE);
         assert_eq!(s.log_level, defaults::LOG_LEVEL);
