@@ -62,6 +62,14 @@ impl KeyObject {
 }
 
 impl Token {
+    /// The public key, algorithm and usage of a key, from the key index (the token is searched
+    /// only for a key not in it). Unlike [`Token::key_info`] this does not confirm that the key
+    /// is still in the token: it is for a caller about to use the key, whose own token call
+    /// finds a key deleted meanwhile (by another replica) and answers that it is not found.
+    pub fn indexed_key_info(&self, id: &KeyId) -> Result<KeyInfo, TokenError> {
+        self.run(|conn, session| Ok(KeyInfo::clone(&self.lookup(conn, session, id)?.info)))
+    }
+
     /// The public key, algorithm and usage of a key.
     pub fn key_info(&self, id: &KeyId) -> Result<KeyInfo, TokenError> {
         self.run(|conn, session| {
