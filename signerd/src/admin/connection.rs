@@ -19,10 +19,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 use tokio_stream::{Stream, StreamExt};
-use tonic::transport::server::{Connected, UdsConnectInfo};
+use tonic::transport::server::Connected;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::edge::identity::LocalPeer;
 use crate::keys::KeyStore;
 
 /// Connection numbers, unique within this process.
@@ -99,7 +100,7 @@ impl Sweeper {
 /// What tonic attaches to every request of a tracked connection.
 #[derive(Clone, Debug)]
 pub struct TrackedInfo {
-    uds: UdsConnectInfo,
+    peer: LocalPeer,
     connection: Arc<AdminConnection>,
 }
 
@@ -123,9 +124,11 @@ impl Drop for TrackedStream {
 impl Connected for TrackedStream {
     type ConnectInfo = TrackedInfo;
 
+    /// Called once per connection, when tonic starts serving it: the peer is read here, not
+    /// per request.
     fn connect_info(&self) -> TrackedInfo {
         TrackedInfo {
-            uds: self.io.connect_info(),
+            peer: LocalPeer::of(&self.io.connect_info()),
             connection: Arc::clone(&self.connection),
         }
     }
@@ -185,7 +188,7 @@ pub fn accept(
     })
 }
 
-/// Puts a tracked connection's peer credentials (for the identity layer) and its
+/// Puts a tracked connection's peer (for the identity layer, read once per connection) and its
 /// [`AdminConnection`] (for the service) into each request's extensions.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ConnectionLayer;
@@ -218,7 +221,7 @@ where
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         if let Some(info) = request.extensions_mut().remove::<TrackedInfo>() {
-            request.extensions_mut().insert(info.uds);
+            request.extensions_mut().insert(info.peer);
             request.extensions_mut().insert(info.connection);
         }
         self.inner.call(request)

@@ -8,7 +8,9 @@
 //! extensions; the policy and audit layers and the key store read them from there. On the mTLS
 //! port both are made once per connection ([`PeerInfo::new`]) and shared by every request on it,
 //! so a request costs two reference counts, not a certificate decode and a formatted subject and
-//! fingerprint.
+//! fingerprint. On the admin socket likewise ([`LocalPeer::of`]): the peer credentials and the
+//! groups in `/proc` are read when the connection is accepted, as the kernel's SO_PEERCRED
+//! itself is fixed then, not once per request.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -157,16 +159,11 @@ impl Caller {
         if let Some(peer) = extensions.get::<PeerInfo>() {
             return Caller::clone(&peer.caller);
         }
+        if let Some(peer) = extensions.get::<LocalPeer>() {
+            return Caller::clone(&peer.caller);
+        }
         if let Some(uds) = extensions.get::<UdsConnectInfo>() {
-            return match &uds.peer_cred {
-                Some(cred) => Caller::Local {
-                    uid: cred.uid(),
-                    gid: cred.gid(),
-                    groups: cred.pid().map(supplementary_groups).unwrap_or_default(),
-                    pid: cred.pid(),
-                },
-                None => Caller::Unknown,
-            };
+            return Caller::of_unix(uds);
         }
         if let Some(tls) = extensions.get::<TlsConnectInfo<TcpConnectInfo>>() {
             if let Some(leaf) = tls.peer_certs().and_then(|certs| certs.first().cloned()) {
@@ -176,6 +173,20 @@ impl Caller {
             }
         }
         Caller::Unknown
+    }
+
+    /// The process at the other end of an admin socket connection, by its peer credentials
+    /// (and its supplementary groups, read from `/proc/<pid>/status`).
+    pub fn of_unix(uds: &UdsConnectInfo) -> Caller {
+        match &uds.peer_cred {
+            Some(cred) => Caller::Local {
+                uid: cred.uid(),
+                gid: cred.gid(),
+                groups: cred.pid().map(supplementary_groups).unwrap_or_default(),
+                pid: cred.pid(),
+            },
+            None => Caller::Unknown,
+        }
     }
 
     /// The caller a request's identity layer found; unknown when there was none.
@@ -239,13 +250,15 @@ where
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         // On the mTLS port the caller was decoded and named once, when the connection was
         // accepted.
-        let (caller, name, lane) = match request.extensions().get::<PeerInfo>() {
-            Some(peer) => (Arc::clone(&peer.caller), peer.name.clone(), peer.lane),
-            None => {
-                let caller = Caller::of(request.extensions());
-                let name = CallerName::of(&caller);
-                (Arc::new(caller), name, Lane::LOCAL)
-            }
+        let extensions = request.extensions();
+        let (caller, name, lane) = if let Some(peer) = extensions.get::<PeerInfo>() {
+            (Arc::clone(&peer.caller), peer.name.clone(), peer.lane)
+        } else if let Some(peer) = extensions.get::<LocalPeer>() {
+            (Arc::clone(&peer.caller), peer.name.clone(), Lane::LOCAL)
+        } else {
+            let caller = Caller::of(extensions);
+            let name = CallerName::of(&caller);
+            (Arc::new(caller), name, Lane::LOCAL)
         };
         let extensions = request.extensions_mut();
         extensions.insert(caller);
@@ -282,6 +295,27 @@ impl PeerInfo {
             caller: Arc::new(caller),
             name,
             lane: Lane::next(),
+        }
+    }
+}
+
+/// The process at the other end of one admin socket connection, identified and named once when
+/// the connection is accepted; every request on it gets a clone.
+#[derive(Clone, Debug)]
+pub struct LocalPeer {
+    /// The process, by its peer credentials.
+    pub caller: Arc<Caller>,
+    /// Its name in records and logs.
+    pub name: CallerName,
+}
+
+impl LocalPeer {
+    /// The peer of an accepted admin socket connection.
+    pub fn of(uds: &UdsConnectInfo) -> LocalPeer {
+        let caller = Caller::of_unix(uds);
+        LocalPeer {
+            name: CallerName::of(&caller),
+            caller: Arc::new(caller),
         }
     }
 }
