@@ -130,6 +130,31 @@ pub fn read_rows(db: &KeyDatabase) -> Result<Vec<SignerKeyRow>, MigrateError> {
 const QUERY: &str = "SELECT id, key_id, algorithm, passphrase_alias, public, private, gun, role, \
                      keywrap_alg, encryption_alg FROM private_keys WHERE deleted_at IS NULL ORDER BY id";
 
+impl SignerKeyRow {
+    /// The row of [`QUERY`] whose `id` is `row_id`, its other columns read by the driver's
+    /// `text` and `bytes` (by column number; an error says why the column cannot be read).
+    fn from_query<E: std::fmt::Display>(
+        row_id: i64,
+        text: impl Fn(usize) -> Result<String, E>,
+        bytes: impl Fn(usize) -> Result<Vec<u8>, E>,
+    ) -> Result<SignerKeyRow, MigrateError> {
+        let text = |i: usize, name: &str| text(i).map_err(|e| corrupt_column(row_id, name, &e));
+        let bytes = |i: usize, name: &str| bytes(i).map_err(|e| corrupt_column(row_id, name, &e));
+        Ok(SignerKeyRow {
+            row_id,
+            key_id: text(1, "key_id")?,
+            algorithm: text(2, "algorithm")?,
+            passphrase_alias: text(3, "passphrase_alias")?,
+            public: bytes(4, "public")?,
+            private_jwe: bytes(5, "private")?,
+            gun: text(6, "gun")?,
+            role: text(7, "role")?,
+            keywrap_alg: text(8, "keywrap_alg")?,
+            encryption_alg: text(9, "encryption_alg")?,
+        })
+    }
+}
+
 fn corrupt_column(row_id: i64, column: &str, e: &dyn std::fmt::Display) -> MigrateError {
     MigrateError::Database(format!(
         "row {row_id} of private_keys: column {column} cannot be read ({e}); is this notary-signer's schema?"

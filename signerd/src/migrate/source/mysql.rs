@@ -206,24 +206,7 @@ pub(super) fn read_rows(
     rows.into_iter()
         .map(|row| {
             let row_id: i64 = take(&row, 0).map_err(|e| corrupt_column(-1, "id", &e))?;
-            let text = |i: usize, name: &str| -> Result<String, MigrateError> {
-                take(&row, i).map_err(|e| corrupt_column(row_id, name, &e))
-            };
-            let bytes = |i: usize, name: &str| -> Result<Vec<u8>, MigrateError> {
-                take(&row, i).map_err(|e| corrupt_column(row_id, name, &e))
-            };
-            Ok(SignerKeyRow {
-                row_id,
-                key_id: text(1, "key_id")?,
-                algorithm: text(2, "algorithm")?,
-                passphrase_alias: text(3, "passphrase_alias")?,
-                public: bytes(4, "public")?,
-                private_jwe: bytes(5, "private")?,
-                gun: text(6, "gun")?,
-                role: text(7, "role")?,
-                keywrap_alg: text(8, "keywrap_alg")?,
-                encryption_alg: text(9, "encryption_alg")?,
-            })
+            SignerKeyRow::from_query(row_id, |i| take(&row, i), |i| take(&row, i))
         })
         .collect()
 }

@@ -134,26 +134,11 @@ pub(super) fn read_rows(
         .map(|row| {
             let row_id: i32 = row.try_get(0).map_err(|e| corrupt_column(-1, "id", &e))?;
             let row_id = i64::from(row_id);
-            let text = |i: usize, name: &str| -> Result<String, MigrateError> {
-                row.try_get::<_, String>(i)
-                    .map_err(|e| corrupt_column(row_id, name, &e))
-            };
-            let bytes = |i: usize, name: &str| -> Result<Vec<u8>, MigrateError> {
-                row.try_get::<_, Vec<u8>>(i)
-                    .map_err(|e| corrupt_column(row_id, name, &e))
-            };
-            Ok(SignerKeyRow {
+            SignerKeyRow::from_query(
                 row_id,
-                key_id: text(1, "key_id")?,
-                algorithm: text(2, "algorithm")?,
-                passphrase_alias: text(3, "passphrase_alias")?,
-                public: bytes(4, "public")?,
-                private_jwe: bytes(5, "private")?,
-                gun: text(6, "gun")?,
-                role: text(7, "role")?,
-                keywrap_alg: text(8, "keywrap_alg")?,
-                encryption_alg: text(9, "encryption_alg")?,
-            })
+                |i| row.try_get::<_, String>(i),
+                |i| row.try_get::<_, Vec<u8>>(i),
+            )
         })
         .collect()
 }
