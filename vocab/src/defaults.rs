@@ -15,7 +15,8 @@ pub fn token_sessions() -> usize {
         .clamp(2, TOKEN_SESSIONS_MAX)
 }
 
-/// How the README and `--help` texts name the default of [`token_sessions`].
+/// How the README's configuration table names the default of [`token_sessions`] (a test holds
+/// the two together).
 pub const TOKEN_SESSIONS_TEXT: &str = "one per CPU, at least 2";
 /// Most token sessions a config may ask for.
 pub const TOKEN_SESSIONS_MAX: usize = 1024;
