@@ -6,8 +6,11 @@
 //! flight would get a few percent of it. Here a fixed number of operations run at once
 //! ([`Admission::new`]: enough to keep every token worker and the runtime's threads busy);
 //! the others wait, undecoded, in their connection's lane, and a freed place goes to the next
-//! lane in turn: each connection with calls waiting gets an equal share of the places, however
-//! many streams it holds. One connection alone (notary-server) still gets every place.
+//! lane in turn. No lane holds more than its share of the places (the places divided by the
+//! lanes that hold or wait for one) while another lane is active: a connection that keeps 128
+//! streams full cannot fill the places a client with a few calls in flight frees for a moment
+//! between its calls, and so cannot make that client's calls wait behind its own on the
+//! runtime. One connection alone (notary-server) still gets every place.
 //!
 //! Waiting calls are bounded by the HTTP/2 limits (`server.max_concurrent_streams` per
 //! connection, `server.max_connections`) and by `server.request_timeout`; no lock is held
@@ -51,12 +54,72 @@ struct State {
     waiting: HashMap<u64, VecDeque<oneshot::Sender<()>>>,
     /// Lanes with calls waiting, in the order of their next turn.
     turns: VecDeque<u64>,
+    /// Places held, per lane that holds any.
+    held: HashMap<u64, usize>,
+}
+
+impl State {
+    /// The most places one lane may hold now: the places shared by the lanes that hold or wait
+    /// for one (`lane` counted among them), rounded up.
+    fn share(&self, places: usize, lane: u64) -> usize {
+        let mut active = self.held.len();
+        active += self
+            .waiting
+            .keys()
+            .filter(|l| !self.held.contains_key(l))
+            .count();
+        if !self.held.contains_key(&lane) && !self.waiting.contains_key(&lane) {
+            active += 1;
+        }
+        places.div_ceil(active.max(1))
+    }
+
+    fn holds(&self, lane: u64) -> usize {
+        self.held.get(&lane).copied().unwrap_or(0)
+    }
+
+    fn take(&mut self, lane: u64) {
+        self.free -= 1;
+        *self.held.entry(lane).or_default() += 1;
+    }
+
+    /// Hands free places to the waiting lanes in turn, skipping (but keeping the turn of) a
+    /// lane that holds its share.
+    fn dispatch(&mut self, places: usize) {
+        let mut skipped = 0;
+        while self.free > 0 && skipped < self.turns.len() {
+            let Some(lane) = self.turns.pop_front() else {
+                break;
+            };
+            if !self.waiting.contains_key(&lane) {
+                continue;
+            }
+            if self.holds(lane) >= self.share(places, lane) {
+                self.turns.push_back(lane);
+                skipped += 1;
+                continue;
+            }
+            let queue = self.waiting.get_mut(&lane).expect("checked above");
+            let next = queue.pop_front();
+            if queue.is_empty() {
+                self.waiting.remove(&lane);
+            } else {
+                self.turns.push_back(lane);
+            }
+            skipped = 0;
+            // A waiter that gave up (its call was cancelled) dropped its receiver: next.
+            if next.is_some_and(|waiter| waiter.send(()).is_ok()) {
+                self.take(lane);
+            }
+        }
+    }
 }
 
 /// One admitted operation; dropping it frees its place for the next lane in turn.
 #[derive(Debug)]
 pub struct Admitted {
     inner: Arc<Shared>,
+    lane: u64,
 }
 
 impl Admission {
@@ -106,10 +169,14 @@ impl Admission {
         }
         let receiver = {
             let mut state = self.inner.lock();
-            if state.free > 0 && state.turns.is_empty() {
-                state.free -= 1;
+            if state.free > 0
+                && state.turns.is_empty()
+                && state.holds(lane.0) < state.share(self.inner.places, lane.0)
+            {
+                state.take(lane.0);
                 return Some(Admitted {
                     inner: Arc::clone(&self.inner),
+                    lane: lane.0,
                 });
             }
             let (sender, receiver) = oneshot::channel();
@@ -119,11 +186,14 @@ impl Admission {
                 state.turns.push_back(lane.0);
             }
             queue.push_back(sender);
+            // Free places may wait for a lane under its share (this one, arriving).
+            state.dispatch(self.inner.places);
             receiver
         };
         let mut wait = Waiting {
             receiver: Some(receiver),
             inner: Arc::clone(&self.inner),
+            lane: lane.0,
         };
         let receiver = wait.receiver.as_mut().expect("set above");
         let down = async {
@@ -144,6 +214,7 @@ impl Admission {
         wait.receiver = None;
         Some(Admitted {
             inner: Arc::clone(&self.inner),
+            lane: lane.0,
         })
     }
 }
@@ -154,32 +225,24 @@ impl Shared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Hands a freed place to the next lane's first live waiter, or keeps it free.
-    fn release(&self) {
-        let mut guard = self.lock();
-        let state = &mut *guard;
-        while let Some(lane) = state.turns.pop_front() {
-            let Some(queue) = state.waiting.get_mut(&lane) else {
-                continue;
-            };
-            let next = queue.pop_front();
-            if queue.is_empty() {
-                state.waiting.remove(&lane);
-            } else {
-                state.turns.push_back(lane);
-            }
-            // A waiter that gave up (its call was cancelled) dropped its receiver: next.
-            if next.is_some_and(|waiter| waiter.send(()).is_ok()) {
-                return;
+    /// Frees a place `lane` held and hands it (and any place the lane's smaller share frees
+    /// up) to the waiting lanes in turn, or keeps it free.
+    fn release(&self, lane: u64) {
+        let mut state = self.lock();
+        if let Some(held) = state.held.get_mut(&lane) {
+            *held -= 1;
+            if *held == 0 {
+                state.held.remove(&lane);
             }
         }
         state.free += 1;
+        state.dispatch(self.places);
     }
 }
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        self.inner.release();
+        self.inner.release(self.lane);
     }
 }
 
@@ -188,6 +251,7 @@ impl Drop for Admitted {
 struct Waiting {
     receiver: Option<oneshot::Receiver<()>>,
     inner: Arc<Shared>,
+    lane: u64,
 }
 
 impl Drop for Waiting {
@@ -195,7 +259,7 @@ impl Drop for Waiting {
         if let Some(mut receiver) = self.receiver.take() {
             receiver.close();
             if receiver.try_recv().is_ok() {
-                self.inner.release();
+                self.inner.release(self.lane);
             }
         }
     }
@@ -331,6 +395,42 @@ mod tests {
         assert_eq!(*order.lock().unwrap(), vec![1, 1, 2]);
         other.send(()).unwrap();
         other_task.await.unwrap();
+    }
+
+    // A lane alone takes every place; once another lane is active, places freed go to the
+    // lane under its share, even when the lane over it asked first.
+    #[tokio::test]
+    async fn a_lane_over_its_share_waits_while_another_lane_is_active() {
+        let admission = Admission::new(4);
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let first: Vec<_> = (0..4).map(|_| hold(&admission, 1, &order)).collect();
+        settle().await;
+        assert_eq!(
+            order.lock().unwrap().len(),
+            4,
+            "alone, lane 1 holds every place"
+        );
+        // Lane 1 asks for more before lane 2 asks for three.
+        let more: Vec<_> = (0..3).map(|_| hold(&admission, 1, &order)).collect();
+        settle().await;
+        let other: Vec<_> = (0..3).map(|_| hold(&admission, 2, &order)).collect();
+        settle().await;
+        // Two of lane 1's calls end: lane 1 then holds two, its share of four places between
+        // two lanes, so both places go to lane 2.
+        let mut first = first.into_iter();
+        for _ in 0..2 {
+            let (done, task) = first.next().unwrap();
+            done.send(()).unwrap();
+            task.await.unwrap();
+            settle().await;
+        }
+        assert_eq!(order.lock().unwrap()[4..], [2, 2]);
+        assert_eq!(admission.inner.lock().holds(1), 2);
+        for (done, task) in first.chain(more).chain(other) {
+            let _ = done.send(());
+            task.await.unwrap();
+        }
+        assert_eq!(admission.inner.lock().free, 4);
     }
 
     #[tokio::test]
