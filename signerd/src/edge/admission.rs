@@ -59,19 +59,21 @@ struct State {
 }
 
 impl State {
-    /// The most places one lane may hold now: the places shared by the lanes that hold or wait
-    /// for one (`lane` counted among them), rounded up.
+    /// Lanes that hold a place or wait for one.
+    fn active(&self) -> usize {
+        self.held.len()
+            + self
+                .waiting
+                .keys()
+                .filter(|l| !self.held.contains_key(l))
+                .count()
+    }
+
+    /// The most places `lane` may hold now: the places shared by the active lanes (`lane`
+    /// counted among them), rounded up.
     fn share(&self, places: usize, lane: u64) -> usize {
-        let mut active = self.held.len();
-        active += self
-            .waiting
-            .keys()
-            .filter(|l| !self.held.contains_key(l))
-            .count();
-        if !self.held.contains_key(&lane) && !self.waiting.contains_key(&lane) {
-            active += 1;
-        }
-        places.div_ceil(active.max(1))
+        let newcomer = !self.held.contains_key(&lane) && !self.waiting.contains_key(&lane);
+        places.div_ceil((self.active() + usize::from(newcomer)).max(1))
     }
 
     fn holds(&self, lane: u64) -> usize {
@@ -86,6 +88,9 @@ impl State {
     /// Hands free places to the waiting lanes in turn, skipping (but keeping the turn of) a
     /// lane that holds its share.
     fn dispatch(&mut self, places: usize) {
+        // Every lane in turn waits, so is active; the share is counted once (a lane that goes
+        // idle meanwhile, its waiters cancelled, widens it from the next release on).
+        let share = places.div_ceil(self.active().max(1));
         let mut skipped = 0;
         while self.free > 0 && skipped < self.turns.len() {
             let Some(lane) = self.turns.pop_front() else {
@@ -94,7 +99,7 @@ impl State {
             if !self.waiting.contains_key(&lane) {
                 continue;
             }
-            if self.holds(lane) >= self.share(places, lane) {
+            if self.holds(lane) >= share {
                 self.turns.push_back(lane);
                 skipped += 1;
                 continue;

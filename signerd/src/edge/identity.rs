@@ -159,12 +159,6 @@ impl Caller {
         if let Some(peer) = extensions.get::<PeerInfo>() {
             return Caller::clone(&peer.caller);
         }
-        if let Some(peer) = extensions.get::<LocalPeer>() {
-            return Caller::clone(&peer.caller);
-        }
-        if let Some(uds) = extensions.get::<UdsConnectInfo>() {
-            return Caller::of_unix(uds);
-        }
         if let Some(tls) = extensions.get::<TlsConnectInfo<TcpConnectInfo>>() {
             if let Some(leaf) = tls.peer_certs().and_then(|certs| certs.first().cloned()) {
                 return CertIdentity::decode(leaf.as_ref())
@@ -173,20 +167,6 @@ impl Caller {
             }
         }
         Caller::Unknown
-    }
-
-    /// The process at the other end of an admin socket connection, by its peer credentials
-    /// (and its supplementary groups, read from `/proc/<pid>/status`).
-    pub fn of_unix(uds: &UdsConnectInfo) -> Caller {
-        match &uds.peer_cred {
-            Some(cred) => Caller::Local {
-                uid: cred.uid(),
-                gid: cred.gid(),
-                groups: cred.pid().map(supplementary_groups).unwrap_or_default(),
-                pid: cred.pid(),
-            },
-            None => Caller::Unknown,
-        }
     }
 
     /// The caller a request's identity layer found; unknown when there was none.
@@ -310,9 +290,18 @@ pub struct LocalPeer {
 }
 
 impl LocalPeer {
-    /// The peer of an accepted admin socket connection.
+    /// The peer of an accepted admin socket connection, by its peer credentials (and its
+    /// supplementary groups, read from `/proc/<pid>/status`).
     pub fn of(uds: &UdsConnectInfo) -> LocalPeer {
-        let caller = Caller::of_unix(uds);
+        let caller = match &uds.peer_cred {
+            Some(cred) => Caller::Local {
+                uid: cred.uid(),
+                gid: cred.gid(),
+                groups: cred.pid().map(supplementary_groups).unwrap_or_default(),
+                pid: cred.pid(),
+            },
+            None => Caller::Unknown,
+        };
         LocalPeer {
             name: CallerName::of(&caller),
             caller: Arc::new(caller),
