@@ -7,10 +7,11 @@
 //! ([`Admission::new`]: enough to keep every token worker and the runtime's threads busy);
 //! the others wait, undecoded, in their connection's lane, and a freed place goes to the next
 //! lane in turn. No lane holds more than its share of the places (the places divided by the
-//! lanes that hold or wait for one) while another lane is active: a connection that keeps 128
-//! streams full cannot fill the places a client with a few calls in flight frees for a moment
-//! between its calls, and so cannot make that client's calls wait behind its own on the
-//! runtime. One connection alone (notary-server) still gets every place.
+//! active lanes, rounded down) while another lane is active. A lane is active while it holds
+//! or waits for a place and for [`RECENT`] after it freed its last one: a client with a few
+//! calls in flight holds none for a moment between its calls, and a connection that keeps 128
+//! streams full must not take its places then, or that client's calls wait behind its own on
+//! the runtime. One connection alone (notary-server) still gets every place.
 //!
 //! Waiting calls are bounded by the HTTP/2 limits (`server.max_concurrent_streams` per
 //! connection, `server.max_connections`) and by `server.request_timeout`; no lock is held
@@ -21,6 +22,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 use tonic::server::NamedService;
@@ -56,24 +58,53 @@ struct State {
     turns: VecDeque<u64>,
     /// Places held, per lane that holds any.
     held: HashMap<u64, usize>,
+    /// Lanes that neither hold nor wait now, with when they freed their last place: still
+    /// active until [`RECENT`] after that.
+    recent: HashMap<u64, Instant>,
+}
+
+/// How long a lane that freed its last place still counts as active. A client with a few calls
+/// in flight holds no place for a moment between its calls (its network round trip and its
+/// own work: on a loaded machine of two cores, milliseconds). Were it inactive then, the share
+/// of a connection that keeps its streams full would widen each time, and that connection
+/// would take the client's places ("deceptive idleness"). A lane quiet for longer leaves its
+/// share to the others (from their next admission or release on).
+const RECENT: Duration = Duration::from_millis(20);
+
+/// The most places one of `active` lanes may hold: all of them when it is alone, else an even
+/// share rounded down (at least one).
+fn share_of(places: usize, active: usize) -> usize {
+    if active <= 1 {
+        places
+    } else {
+        (places / active).max(1)
+    }
 }
 
 impl State {
-    /// Lanes that hold a place or wait for one.
-    fn active(&self) -> usize {
+    /// Lanes that hold a place, wait for one, or freed their last one less than [`RECENT`]
+    /// ago (those quiet for longer are forgotten here).
+    fn active(&mut self) -> usize {
+        let now = Instant::now();
+        self.recent
+            .retain(|_, freed| now.duration_since(*freed) < RECENT);
         self.held.len()
             + self
                 .waiting
                 .keys()
                 .filter(|l| !self.held.contains_key(l))
                 .count()
+            + self.recent.len()
     }
 
-    /// The most places `lane` may hold now: the places shared by the active lanes (`lane`
-    /// counted among them), rounded up.
-    fn share(&self, places: usize, lane: u64) -> usize {
-        let newcomer = !self.held.contains_key(&lane) && !self.waiting.contains_key(&lane);
-        places.div_ceil((self.active() + usize::from(newcomer)).max(1))
+    /// The most places `lane` may hold now: its share among the active lanes, `lane` counted
+    /// among them.
+    fn share(&mut self, places: usize, lane: u64) -> usize {
+        let active = self.active();
+        let newcomer = !self.held.contains_key(&lane)
+            && !self.waiting.contains_key(&lane)
+            && !self.recent.contains_key(&lane);
+        share_of(places, active + usize::from(newcomer))
     }
 
     fn holds(&self, lane: u64) -> usize {
@@ -82,6 +113,7 @@ impl State {
 
     fn take(&mut self, lane: u64) {
         self.free -= 1;
+        self.recent.remove(&lane);
         *self.held.entry(lane).or_default() += 1;
     }
 
@@ -90,7 +122,7 @@ impl State {
     fn dispatch(&mut self, places: usize) {
         // Every lane in turn waits, so is active; the share is counted once (a lane that goes
         // idle meanwhile, its waiters cancelled, widens it from the next release on).
-        let share = places.div_ceil(self.active().max(1));
+        let share = share_of(places, self.active());
         let mut skipped = 0;
         while self.free > 0 && skipped < self.turns.len() {
             let Some(lane) = self.turns.pop_front() else {
@@ -186,6 +218,7 @@ impl Admission {
             }
             let (sender, receiver) = oneshot::channel();
             let state = &mut *state;
+            state.recent.remove(&lane.0);
             let queue = state.waiting.entry(lane.0).or_default();
             if queue.is_empty() {
                 state.turns.push_back(lane.0);
@@ -238,6 +271,9 @@ impl Shared {
             *held -= 1;
             if *held == 0 {
                 state.held.remove(&lane);
+                if !state.waiting.contains_key(&lane) {
+                    state.recent.insert(lane, Instant::now());
+                }
             }
         }
         state.free += 1;
@@ -432,6 +468,51 @@ mod tests {
         assert_eq!(order.lock().unwrap()[4..], [2, 2]);
         assert_eq!(admission.inner.lock().holds(1), 2);
         for (done, task) in first.chain(more).chain(other) {
+            let _ = done.send(());
+            task.await.unwrap();
+        }
+        assert_eq!(admission.inner.lock().free, 4);
+    }
+
+    // A lane that freed its last place keeps its share for RECENT: the lane that waits for more
+    // does not get the freed places then, and the first lane's next call gets one at once.
+    // Once the first lane has been quiet for longer, the waiting lane gets every place.
+    #[tokio::test]
+    async fn a_lane_between_its_calls_keeps_its_share_for_a_moment() {
+        let admission = Admission::new(4);
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let first: Vec<_> = (0..2).map(|_| hold(&admission, 1, &order)).collect();
+        settle().await;
+        let other: Vec<_> = (0..2).map(|_| hold(&admission, 2, &order)).collect();
+        settle().await;
+        // Lane 1 asks for two more; both lanes hold their share of two.
+        let more: Vec<_> = (0..2).map(|_| hold(&admission, 1, &order)).collect();
+        settle().await;
+        assert_eq!(order.lock().unwrap().len(), 4);
+        // Lane 2's calls end: it holds nothing now, but between its calls it stays active.
+        for (done, task) in other {
+            done.send(()).unwrap();
+            task.await.unwrap();
+        }
+        settle().await;
+        assert_eq!(order.lock().unwrap().len(), 4, "lane 1 still waits");
+        assert_eq!(admission.inner.lock().free, 2);
+        // Lane 2's next call gets its place at once, ahead of lane 1's waiting calls.
+        let (again, again_task) = hold(&admission, 2, &order);
+        settle().await;
+        assert_eq!(order.lock().unwrap()[4..], [2]);
+        again.send(()).unwrap();
+        again_task.await.unwrap();
+        // Lane 2 stays quiet for longer: at lane 1's next release its share is every place.
+        tokio::time::sleep(RECENT + Duration::from_millis(10)).await;
+        let mut first = first.into_iter();
+        let (done, task) = first.next().unwrap();
+        done.send(()).unwrap();
+        task.await.unwrap();
+        settle().await;
+        assert_eq!(order.lock().unwrap()[5..], [1, 1]);
+        assert_eq!(admission.inner.lock().holds(1), 3);
+        for (done, task) in first.chain(more) {
             let _ = done.send(());
             task.await.unwrap();
         }

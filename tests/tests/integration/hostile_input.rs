@@ -3,9 +3,8 @@
 //! unset sub-messages, 10,000 streams on one connection, 1,100 silent TCP connections and 500
 //! idle mutual-TLS connections. Each gets its code and message or is closed by the timeouts;
 //! the normal client (8 calls in flight on its own connections) never sees NOT_FOUND for its
-//! key and completes at least half as many Signs in a window beside the silent and idle
-//! connections as in the windows just before and after, and at least a third beside the 10,000
-//! streams (counts in equal windows, no time thresholds);
+//! key and completes at least half as many Signs in a window beside each load as in the
+//! windows just before and after (counts in equal windows, no time thresholds);
 //! signerd's threads and resident memory, read from /proc, stay bounded. Descriptor
 //! exhaustion (signerd's open files limit lowered under it) makes Signs of a key that exists
 //! UNAVAILABLE or RESOURCE_EXHAUSTED, never NOT_FOUND.
@@ -319,18 +318,12 @@ fn report_rate(before: u64, loaded: u64, after: u64, load: &str) {
 /// smaller of the windows just before and just after the load: other work on the machine
 /// moves both, and bracketing the load keeps that out of the comparison.
 fn assert_half_rate(before: u64, loaded: u64, after: u64, load: &str) {
-    assert_share_kept(before, loaded, after, load, 2);
-}
-
-/// Asserts the normal client kept at least `1/divisor` of its unloaded count (the windows as
-/// in [`assert_half_rate`]).
-fn assert_share_kept(before: u64, loaded: u64, after: u64, load: &str, divisor: u64) {
     report_rate(before, loaded, after, load);
     let unloaded = before.min(after);
     assert!(unloaded > 0, "the normal client signs at all");
     assert!(
-        loaded * divisor >= unloaded,
-        "beside {load} the normal client completed {loaded} Signs in {WINDOW:?}, without it {before} before and {after} after: less than 1/{divisor}"
+        loaded * 2 >= unloaded,
+        "beside {load} the normal client completed {loaded} Signs in {WINDOW:?}, without it {before} before and {after} after: less than half"
     );
 }
 
@@ -451,13 +444,13 @@ async fn ten_thousand_streams_on_one_connection_are_served_or_shed_and_signerd_s
     );
     let after = normal.signs_in_window().await;
     // signerd admits the Notary port's key operations a few at a time, connections in turn and
-    // none beyond its share while others are active (edge::admission), its token workers take
-    // connections in turn too, and it runs one token worker per CPU (the default
-    // `token.sessions`), so signing does not take the CPU the runtime needs to read and answer
-    // the normal client. Measured on 2 cores in debug builds the normal client keeps 47-78 %
-    // (it kept 4-15 % when issue 9 was filed): a third is asserted, half (issue 9's acceptance)
-    // is not yet met on every run, so the issue stays open.
-    assert_share_kept(before, loaded, after, "10,000 streams on one connection", 3);
+    // none beyond its share while another is active, counting a connection between its calls
+    // as active (edge::admission); its token workers take connections in turn too, and it runs
+    // one token worker per CPU (the default `token.sessions`), so signing does not take the
+    // CPU the runtime needs to read and answer the normal client. Measured on 2 cores in debug
+    // builds the normal client keeps 64-75 % (4-15 % when issue 9 was filed; 45-58 % without
+    // the between-calls rule, side by side).
+    assert_half_rate(before, loaded, after, "10,000 streams on one connection");
 }
 
 /// A channel to signerd from `source` (another loopback address than the flood's).
