@@ -294,7 +294,14 @@ fn recovers_when_the_module_is_finalized_underneath() {
 #[test]
 fn stats_follow_the_connection_without_a_token_call() {
     let f = fixture();
+    // The supervisor connects as soon as the token is opened; a wrong PIN keeps it down until
+    // the listener is registered (a right PIN would race the first reading).
+    std::fs::write(&f.pin_file, "0000").unwrap();
     let token = open(&f);
+    assert!(
+        token.connect().is_err(),
+        "the wrong PIN keeps the token down"
+    );
     let before = token.stats();
     assert!(!before.up, "{before:?}");
     assert_eq!(before.sessions_busy, 0);
@@ -302,6 +309,7 @@ fn stats_follow_the_connection_without_a_token_call() {
     token.on_state_change(Box::new(move |up| {
         let _ = tx.send(up);
     }));
+    std::fs::write(&f.pin_file, "1234").unwrap();
     token.connect().unwrap();
     let after = token.stats();
     assert!(after.up, "{after:?}");
