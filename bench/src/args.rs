@@ -35,6 +35,10 @@ pub struct RunArgs {
     /// CPU list (taskset -c) for the load generator (this process).
     #[arg(long, default_value = "1")]
     pub client_cpus: String,
+    /// Skip the two-core point (signerd on the server and client CPUs together, at
+    /// --point-in-flight, against the token alone on two threads).
+    #[arg(long)]
+    pub no_two_cores: bool,
     /// `token.sessions` for signerd [default: signerd's own default].
     #[arg(long)]
     pub sessions: Option<u32>,
@@ -87,6 +91,11 @@ impl RunArgs {
         } else {
             vec![self.point_in_flight]
         }
+    }
+
+    /// The CPU list of the two-core point: the server CPUs and the client CPUs together.
+    pub fn both_cpus(&self) -> String {
+        format!("{},{}", self.server_cpus, self.client_cpus)
     }
 
     pub(crate) fn load(&self, in_flight: usize) -> Load {

@@ -47,6 +47,8 @@ pub fn pin_self(args: &RunArgs) -> Result<(), String> {
 struct Fixture {
     go: Option<Server>,
     signerd: Server,
+    /// The two-core point's signerd (on the server and client CPUs), unless --no-two-cores.
+    signerd_two_cores: Option<Server>,
     tls: ClientTls,
     loop_token_uri: String,
     loop_softhsm_conf: PathBuf,
@@ -84,7 +86,7 @@ pub fn run(args: &RunArgs) -> Result<bool, String> {
         .build()
         .map_err(|e| format!("tokio runtime: {e}"))?;
     let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
-    let both_cpus = format!("{},{}", args.server_cpus, args.client_cpus);
+    let both_cpus = args.both_cpus();
     let token_loop = |cpus: &'static str| TokenLoopRun {
         bench_exe: &exe,
         token_uri: &fixture.loop_token_uri,
@@ -144,23 +146,31 @@ pub fn run(args: &RunArgs) -> Result<bool, String> {
                     report,
                 });
             }
-            for in_flight in args.levels(alg) {
-                for key in keys.iter().filter(|k| &k.algorithm == alg) {
-                    let signer = key.signer;
-                    if began.elapsed() > time_limit {
-                        results.incomplete = true;
-                        break 'reps;
-                    }
-                    let server = match signer {
-                        Signer::Go => fixture.go.as_ref(),
-                        Signer::Signerd => Some(&fixture.signerd),
-                    }
-                    .ok_or("the Go signer is not running")?;
-                    let load = args.load(in_flight);
-                    let result = runtime.block_on(one_run(server, &fixture.tls, &key.key, load))?;
-                    results.check_samples(signer.name(), alg, &key.public, &result.samples);
-                    results.note_errors(signer, alg, in_flight, &result);
-                    eprintln!(
+            // The series on the server CPUs, then the two-core point.
+            let of = |signer: Signer| {
+                keys.iter()
+                    .filter(move |k| &k.algorithm == alg && k.signer == signer)
+            };
+            let series = args.levels(alg).into_iter().flat_map(|in_flight| {
+                of(Signer::Go)
+                    .chain(of(Signer::Signerd))
+                    .map(move |key| (in_flight, key))
+            });
+            let two_cores = of(Signer::SignerdTwoCores).map(|key| (args.point_in_flight, key));
+            for (in_flight, key) in series.chain(two_cores) {
+                let signer = key.signer;
+                if began.elapsed() > time_limit {
+                    results.incomplete = true;
+                    break 'reps;
+                }
+                let server = fixture
+                    .server(signer)
+                    .ok_or_else(|| format!("{} is not running", signer.name()))?;
+                let load = args.load(in_flight);
+                let result = runtime.block_on(one_run(server, &fixture.tls, &key.key, load))?;
+                results.check_samples(signer.name(), alg, &key.public, &result.samples);
+                results.note_errors(signer, alg, in_flight, &result);
+                eprintln!(
                         "rep {rep}: {} {alg} {in_flight} in flight: {:.0}/s, p99 {:.2} ms, {:.1} µs CPU/request, server {:.0}% busy, {} threads, load generator {:.0}% busy",
                         signer.name(),
                         result.rate(),
@@ -170,13 +180,12 @@ pub fn run(args: &RunArgs) -> Result<bool, String> {
                         result.footprint.threads,
                         result.client_busy() * 100.0
                     );
-                    results.server_runs.push(ServerRun {
-                        signer,
-                        algorithm: alg.clone(),
-                        in_flight,
-                        result,
-                    });
-                }
+                results.server_runs.push(ServerRun {
+                    signer,
+                    algorithm: alg.clone(),
+                    in_flight,
+                    result,
+                });
             }
         }
         let footprint =
@@ -231,14 +240,40 @@ fn set_up(args: &RunArgs, signerd_bin: &Path) -> Result<Fixture, String> {
     };
     let signerd = servers::signerd(&sub("signerd")?, &pki, &setup, &args.server_cpus)
         .map_err(io("start signerd"))?;
+    let signerd_two_cores = if args.no_two_cores {
+        None
+    } else {
+        let (token_uri, softhsm_conf) = make_token(&sub("signerd-two-cores-token")?)?;
+        let setup = SignerdSetup {
+            token_uri,
+            softhsm_conf,
+            ..setup
+        };
+        Some(
+            servers::signerd(&sub("signerd-two-cores")?, &pki, &setup, &args.both_cpus())
+                .map_err(io("start signerd on two cores"))?,
+        )
+    };
     Ok(Fixture {
         go,
         signerd,
+        signerd_two_cores,
         tls,
         loop_token_uri,
         loop_softhsm_conf,
         dir,
     })
+}
+
+impl Fixture {
+    /// The server a signer runs as, when it runs.
+    fn server(&self, signer: Signer) -> Option<&Server> {
+        match signer {
+            Signer::Go => self.go.as_ref(),
+            Signer::Signerd => Some(&self.signerd),
+            Signer::SignerdTwoCores => self.signerd_two_cores.as_ref(),
+        }
+    }
 }
 
 /// A SoftHSM token of its own in `dir` (the steps of scripts/softhsm-setup.sh).
@@ -267,13 +302,9 @@ async fn make_keys(
     results: &mut Results,
 ) -> Result<Vec<ServerKey>, String> {
     let mut keys = Vec::new();
-    for signer in [Signer::Go, Signer::Signerd] {
-        let server = match signer {
-            Signer::Go => match &fixture.go {
-                Some(g) => g,
-                None => continue,
-            },
-            Signer::Signerd => &fixture.signerd,
+    for signer in [Signer::Go, Signer::Signerd, Signer::SignerdTwoCores] {
+        let Some(server) = fixture.server(signer) else {
+            continue;
         };
         let channel = load::connect(server.addr, &fixture.tls).await?;
         for alg in &args.algorithms {
@@ -311,10 +342,15 @@ async fn one_run(
 /// Stops the servers (by PID, through their guards) and removes or keeps the temp dir.
 fn finish(fixture: Fixture, keep: bool) {
     let Fixture {
-        go, signerd, dir, ..
+        go,
+        signerd,
+        signerd_two_cores,
+        dir,
+        ..
     } = fixture;
     drop(go);
     drop(signerd);
+    drop(signerd_two_cores);
     if keep {
         eprintln!("signerd-bench: kept {}", dir.keep().display());
     }

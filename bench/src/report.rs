@@ -15,6 +15,8 @@ pub enum Signer {
     Go,
     /// signerd over SoftHSM.
     Signerd,
+    /// A second signerd, on the server and the client CPUs together (the two-core point).
+    SignerdTwoCores,
 }
 
 impl Signer {
@@ -23,6 +25,7 @@ impl Signer {
         match self {
             Signer::Go => "Go notary-signer",
             Signer::Signerd => "signerd",
+            Signer::SignerdTwoCores => "signerd on two cores",
         }
     }
 }
@@ -188,6 +191,36 @@ fn latency(l: Option<Latency>) -> String {
     })
 }
 
+/// The two-core point: signerd on both CPUs against the token alone on two threads.
+fn two_cores(out: &mut String, results: &Results, args: &RunArgs) {
+    let in_flight = args.point_in_flight;
+    let signer = Signer::SignerdTwoCores;
+    if !results.server_runs.iter().any(|r| r.signer == signer) {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\nTwo cores (a second signerd on CPUs {}, the load generator on CPU {} beside it; the token alone with 2 threads on the same CPUs, with no load generator to share them), {in_flight} in flight:",
+        args.both_cpus(),
+        results.client_cpus,
+    );
+    for alg in &args.algorithms {
+        let sd = |f: fn(&RunResult) -> f64| results.server(signer, alg, in_flight, f);
+        let token = results.token(alg, 2, TokenLoopReport::rate);
+        let _ = writeln!(
+            out,
+            "- {}: signerd {}, token 2 threads {}: signerd / token {}; latency ms {}; {} µs CPU per request, {} threads",
+            algorithm_name(alg),
+            rate(sd(RunResult::rate)),
+            rate(token),
+            ratio(sd(RunResult::rate), token),
+            latency(results.latency(signer, alg, in_flight)),
+            num(sd(RunResult::server_cpu_us_per_op).map(|s| s.median)),
+            sd(|r| r.footprint.threads as f64).map_or("-".into(), |s| format!("{:.0}", s.max)),
+        );
+    }
+}
+
 /// The table and what it needs to be read.
 pub fn table(results: &Results, args: &RunArgs) -> String {
     let mut out = String::new();
@@ -263,6 +296,8 @@ pub fn table(results: &Results, args: &RunArgs) -> String {
             rate(two),
         );
     }
+
+    two_cores(&mut out, results, args);
 
     if !results.signerd_rss_after_rep.is_empty() {
         let rss: Vec<String> = results
