@@ -171,15 +171,15 @@ pub fn run(args: &RunArgs) -> Result<bool, String> {
                 results.check_samples(signer.name(), alg, &key.public, &result.samples);
                 results.note_errors(signer, alg, in_flight, &result);
                 eprintln!(
-                        "rep {rep}: {} {alg} {in_flight} in flight: {:.0}/s, p99 {:.2} ms, {:.1} µs CPU/request, server {:.0}% busy, {} threads, load generator {:.0}% busy",
-                        signer.name(),
-                        result.rate(),
-                        result.latency.p99_us / 1000.0,
-                        result.server_cpu_us_per_op(),
-                        result.server_busy() * 100.0,
-                        result.footprint.threads,
-                        result.client_busy() * 100.0
-                    );
+                    "rep {rep}: {} {alg} {in_flight} in flight: {:.0}/s, p99 {:.2} ms, {:.1} µs CPU/request, server {:.0}% busy, {} threads, load generator {:.0}% busy",
+                    signer.name(),
+                    result.rate(),
+                    result.latency.p99_us / 1000.0,
+                    result.server_cpu_us_per_op(),
+                    result.server_busy() * 100.0,
+                    result.footprint.threads,
+                    result.client_busy() * 100.0
+                );
                 results.server_runs.push(ServerRun {
                     signer,
                     algorithm: alg.clone(),

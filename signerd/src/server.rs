@@ -76,9 +76,9 @@ pub fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtim
         // How many tasks a worker runs before it polls the I/O driver (tokio's default: 61).
         // Under a flood of queued calls on one connection, a worker would otherwise run 61 of
         // them before it reads the next call of a quieter connection, and the quiet client
-        // waits behind the flood. 8 keeps new connections' calls in sight (a client beside
-        // 10,000 streams keeps 55-57 % of its rate instead of 32 % on one core) and costs
-        // nothing measurable at 1 or 32 calls in flight (`scripts/bench.sh`).
+        // waits behind the flood. 8 keeps new connections' calls in sight (signerd on one
+        // core, a client beside 10,000 streams kept 48-56 % of its rate instead of 34-35 %)
+        // and costs nothing measurable at 1 or 32 calls in flight (`scripts/bench.sh`).
         .event_interval(EVENT_INTERVAL)
         .enable_all()
         .build()
