@@ -209,7 +209,7 @@ fn two_cores(out: &mut String, results: &Results, args: &RunArgs) {
         let token = results.token(alg, 2, TokenLoopReport::rate);
         let _ = writeln!(
             out,
-            "- {}: signerd {}, token 2 threads {}: signerd / token {}; latency ms {}; {} µs CPU per request, {} threads",
+            "- {}: signerd {}, token 2 threads {}: signerd / token {}; latency ms {}; {} µs CPU per request, {} threads, RSS {} MiB",
             algorithm_name(alg),
             rate(sd(RunResult::rate)),
             rate(token),
@@ -217,6 +217,8 @@ fn two_cores(out: &mut String, results: &Results, args: &RunArgs) {
             latency(results.latency(signer, alg, in_flight)),
             num(sd(RunResult::server_cpu_us_per_op).map(|s| s.median)),
             sd(|r| r.footprint.threads as f64).map_or("-".into(), |s| format!("{:.0}", s.max)),
+            sd(|r| r.footprint.rss_kib as f64)
+                .map_or("-".into(), |s| format!("{:.1}", s.median / 1024.0)),
         );
     }
 }
