@@ -191,6 +191,16 @@ fn latency(l: Option<Latency>) -> String {
     })
 }
 
+/// The most threads over the repetitions of a point.
+fn threads(spread: Option<Spread>) -> String {
+    spread.map_or("-".into(), |s| format!("{:.0}", s.max))
+}
+
+/// The median RSS of a point in MiB (from KiB).
+fn mib(spread: Option<Spread>) -> String {
+    spread.map_or("-".into(), |s| format!("{:.1}", s.median / 1024.0))
+}
+
 /// The two-core point: signerd on both CPUs against the token alone on two threads.
 fn two_cores(out: &mut String, results: &Results, args: &RunArgs) {
     let in_flight = args.point_in_flight;
@@ -216,9 +226,8 @@ fn two_cores(out: &mut String, results: &Results, args: &RunArgs) {
             ratio(sd(RunResult::rate), token),
             latency(results.latency(signer, alg, in_flight)),
             num(sd(RunResult::server_cpu_us_per_op).map(|s| s.median)),
-            sd(|r| r.footprint.threads as f64).map_or("-".into(), |s| format!("{:.0}", s.max)),
-            sd(|r| r.footprint.rss_kib as f64)
-                .map_or("-".into(), |s| format!("{:.1}", s.median / 1024.0)),
+            threads(sd(|r| r.footprint.threads as f64)),
+            mib(sd(|r| r.footprint.rss_kib as f64)),
         );
     }
 }
@@ -248,9 +257,6 @@ pub fn table(results: &Results, args: &RunArgs) -> String {
             let cpu_go = go(RunResult::server_cpu_us_per_op).map(|s| s.median);
             let cpu_sd = sd(RunResult::server_cpu_us_per_op).map(|s| s.median);
             let adds = cpu_sd.zip(token_cpu).map(|(s, t)| s - t.median);
-            let threads = |s: Option<Spread>| s.map_or("-".into(), |s| format!("{:.0}", s.max));
-            let mib =
-                |s: Option<Spread>| s.map_or("-".into(), |s| format!("{:.1}", s.median / 1024.0));
             let _ = writeln!(
                 out,
                 "| {} | {in_flight} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {} | {} / {} | {} / {} |",
