@@ -497,9 +497,9 @@ impl Token {
     /// runs: `token.sessions`, held to the token's own session limit (`ulMaxSessionCount`) when
     /// the token is reachable and reports a finite one.
     ///
-    /// `token.sessions` defaults to the cores (at least 2, [`defaults::token_sessions`]): a
-    /// software token (SoftHSM) signs on the worker's own CPU, so workers beyond the cores only
-    /// queue for CPU; a network HSM keeps its worker waiting on the wire, so there the operator
+    /// `token.sessions` defaults to the cores plus one ([`defaults::token_sessions`]): a
+    /// software token (SoftHSM) signs on the worker's own CPU, so workers well beyond the cores
+    /// only queue for CPU; a network HSM keeps its worker waiting on the wire, so there the operator
     /// sets more, up to the HSM's session limit.
     pub fn parallelism(&self) -> usize {
         let configured = self.config.sessions.max(1);

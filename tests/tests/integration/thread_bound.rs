@@ -12,7 +12,7 @@ use signerd_tests::signerd::{Signerd, TestToken};
 use signerd_tests::{TestDir, TestPki};
 use tonic::Code;
 
-/// Token sessions (and so token workers) of signerd's default config: one per CPU, at least 2
+/// Token sessions (and so token workers) of signerd's default config: one per CPU, plus one
 /// (signerd runs on the CPUs this test may run on).
 fn sessions() -> usize {
     signerd_vocab::defaults::token_sessions()
