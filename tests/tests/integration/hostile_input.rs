@@ -448,7 +448,7 @@ async fn ten_thousand_streams_on_one_connection_are_served_or_shed_and_signerd_s
     // as active (edge::admission); its token workers take connections in turn too, and it runs
     // one token worker per CPU plus one (the default `token.sessions`), so signing does not
     // take the CPU the runtime needs to read and answer the normal client. Measured on 2 cores
-    // in debug builds the normal client keeps 64-75 % with 2 workers, 61-68 % with 3 (4-15 %
+    // in debug builds the normal client keeps 64-75 % with 2 workers, 60-68 % with 3 (4-15 %
     // when issue 9 was filed; 45-58 % without the between-calls rule, side by side).
     assert_half_rate(before, loaded, after, "10,000 streams on one connection");
 }
