@@ -499,8 +499,8 @@ impl Token {
     ///
     /// `token.sessions` defaults to the cores plus one ([`defaults::token_sessions`]): a
     /// software token (SoftHSM) signs on the worker's own CPU, so workers well beyond the cores
-    /// only queue for CPU; a network HSM keeps its worker waiting on the wire, so there the operator
-    /// sets more, up to the HSM's session limit.
+    /// only queue for CPU; a network HSM keeps its worker waiting on the wire, so there the
+    /// operator sets more, up to the HSM's session limit.
     pub fn parallelism(&self) -> usize {
         let configured = self.config.sessions.max(1);
         let Some(conn) = self.core.current() else {
