@@ -49,6 +49,8 @@ struct Fixture {
     signerd: Server,
     /// The two-core point's signerd (on the server and client CPUs), unless --no-two-cores.
     signerd_two_cores: Option<Server>,
+    /// signerd's gRPC server alone, for the ECDSA series.
+    floor: Option<Server>,
     tls: ClientTls,
     loop_token_uri: String,
     loop_softhsm_conf: PathBuf,
@@ -154,6 +156,7 @@ pub fn run(args: &RunArgs) -> Result<bool, String> {
             let series = args.levels(alg).into_iter().flat_map(|in_flight| {
                 of(Signer::Go)
                     .chain(of(Signer::Signerd))
+                    .chain(of(Signer::StackFloor))
                     .map(move |key| (in_flight, key))
             });
             let two_cores = of(Signer::SignerdTwoCores).map(|key| (args.point_in_flight, key));
@@ -168,7 +171,10 @@ pub fn run(args: &RunArgs) -> Result<bool, String> {
                     .ok_or_else(|| format!("{} is not running", signer.name()))?;
                 let load = args.load(in_flight);
                 let result = runtime.block_on(one_run(server, &fixture.tls, &key.key, load))?;
-                results.check_samples(signer.name(), alg, &key.public, &result.samples);
+                // The stack floor answers fixed bytes, no signature.
+                if signer != Signer::StackFloor {
+                    results.check_samples(signer.name(), alg, &key.public, &result.samples);
+                }
                 results.note_errors(signer, alg, in_flight, &result);
                 eprintln!(
                     "rep {rep}: {} {alg} {in_flight} in flight: {:.0}/s, p99 {:.2} ms, {:.1} µs CPU/request, server {:.0}% busy, {} threads, load generator {:.0}% busy",
@@ -254,10 +260,20 @@ fn set_up(args: &RunArgs, signerd_bin: &Path) -> Result<Fixture, String> {
                 .map_err(io("start signerd on two cores"))?,
         )
     };
+    let floor = if args.algorithms.iter().any(|a| a == "ecdsa") {
+        let exe = std::env::current_exe().map_err(io("own executable"))?;
+        Some(
+            servers::stack_floor(&sub("stack-floor")?, &pki, &exe, &args.server_cpus)
+                .map_err(io("start the stack floor"))?,
+        )
+    } else {
+        None
+    };
     Ok(Fixture {
         go,
         signerd,
         signerd_two_cores,
+        floor,
         tls,
         loop_token_uri,
         loop_softhsm_conf,
@@ -272,6 +288,7 @@ impl Fixture {
             Signer::Go => self.go.as_ref(),
             Signer::Signerd => Some(&self.signerd),
             Signer::SignerdTwoCores => self.signerd_two_cores.as_ref(),
+            Signer::StackFloor => self.floor.as_ref(),
         }
     }
 }
@@ -306,6 +323,19 @@ async fn make_keys(
         let Some(server) = fixture.server(signer) else {
             continue;
         };
+        if signer == Signer::Signerd && fixture.floor.is_some() {
+            // The stack floor answers any key ID: it gets signerd's ECDSA key's.
+            let channel = load::connect(server.addr, &fixture.tls).await?;
+            let key = load::create_key(&channel, "ecdsa").await?;
+            let public = PublicKey::from_notary("ecdsa", &key.public_key)
+                .map_err(|e| format!("{}: {e}", signer.name()))?;
+            keys.push(ServerKey {
+                signer: Signer::StackFloor,
+                algorithm: "ecdsa".into(),
+                key,
+                public,
+            });
+        }
         let channel = load::connect(server.addr, &fixture.tls).await?;
         for alg in &args.algorithms {
             if signer == Signer::Go && alg == "rsa" {
@@ -345,12 +375,14 @@ fn finish(fixture: Fixture, keep: bool) {
         go,
         signerd,
         signerd_two_cores,
+        floor,
         dir,
         ..
     } = fixture;
     drop(go);
     drop(signerd);
     drop(signerd_two_cores);
+    drop(floor);
     if keep {
         eprintln!("signerd-bench: kept {}", dir.keep().display());
     }

@@ -12,6 +12,7 @@
 mod args;
 mod bench;
 mod first_use;
+mod floor;
 mod load;
 mod plot;
 mod procstat;
@@ -28,13 +29,13 @@ use clap::{Parser, Subcommand};
 /// Side-by-side benchmark of the Go notary-signer, signerd and the token alone.
 #[derive(Debug, Parser)]
 #[command(name = "signerd-bench", version, about, long_about = None)]
-struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
-    command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {
+pub(crate) enum Command {
     /// Run the whole benchmark and print the table.
     Run(bench::RunArgs),
     /// The first Sign with keys never used before, in a token of many keys (the key index).
@@ -42,6 +43,10 @@ enum Command {
     /// The token-only loop (run by `run` as a pinned child process; prints a JSON report).
     #[command(hide = true)]
     TokenLoop(token_loop::TokenLoopArgs),
+    /// signerd's gRPC server with a handler that answers at once (run by `run` as a pinned
+    /// child process: the cost of TLS, HTTP/2 and gRPC alone).
+    #[command(hide = true)]
+    StackFloor(floor::FloorArgs),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +77,13 @@ fn main() -> ExitCode {
             Err(e) => {
                 eprintln!("signerd-bench: {e}");
                 ExitCode::from(2)
+            }
+        },
+        Command::StackFloor(args) => match floor::serve(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("stack-floor: {e}");
+                ExitCode::FAILURE
             }
         },
         Command::TokenLoop(args) => match token_loop::run_child(&args) {

@@ -17,6 +17,8 @@ pub enum Signer {
     Signerd,
     /// A second signerd, on the server and the client CPUs together (the two-core point).
     SignerdTwoCores,
+    /// signerd's gRPC server answering at once, no edge, no key, no token ([`crate::floor`]).
+    StackFloor,
 }
 
 impl Signer {
@@ -26,6 +28,7 @@ impl Signer {
             Signer::Go => "Go notary-signer",
             Signer::Signerd => "signerd",
             Signer::SignerdTwoCores => "signerd on two cores",
+            Signer::StackFloor => "stack floor",
         }
     }
 }
@@ -232,6 +235,44 @@ fn two_cores(out: &mut String, results: &Results, args: &RunArgs) {
     }
 }
 
+/// The stack floor beside signerd: how much of what signerd adds TLS, HTTP/2 and gRPC take.
+fn stack_floor(out: &mut String, results: &Results, args: &RunArgs) {
+    let floor = Signer::StackFloor;
+    if !results.server_runs.iter().any(|r| r.signer == floor) {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\nStack floor (signerd's gRPC server, pinned like the servers: its runtime, TLS acceptor and HTTP/2 settings, with a Sign handler that answers 64 fixed bytes at once: no edge, no key, no token), ECDSA requests:"
+    );
+    let token_cpu = results
+        .token("ecdsa", 1, TokenLoopReport::cpu_us_per_op)
+        .map(|s| s.median);
+    for in_flight in args.levels("ecdsa") {
+        let fl = |f: fn(&RunResult) -> f64| results.server(floor, "ecdsa", in_flight, f);
+        let cpu = |signer| {
+            results
+                .server(signer, "ecdsa", in_flight, RunResult::server_cpu_us_per_op)
+                .map(|s| s.median)
+        };
+        let (floor_cpu, signerd_cpu) = (cpu(floor), cpu(Signer::Signerd));
+        let adds = signerd_cpu.zip(token_cpu).map(|(s, t)| s - t);
+        let own = adds.zip(floor_cpu).map(|(a, f)| a - f);
+        let best = token_cpu
+            .zip(floor_cpu)
+            .map_or("-".into(), |(t, f)| format!("{:.2}", t / (t + f)));
+        let _ = writeln!(
+            out,
+            "- {in_flight} in flight: {}, latency ms {}; {} µs CPU per request, of the {} µs signerd adds: the rest, {} µs, is signerd's edge, key store and token workers; the best signerd / token this floor leaves on one core: {best}",
+            rate(fl(RunResult::rate)),
+            latency(results.latency(floor, "ecdsa", in_flight)),
+            num(floor_cpu),
+            num(adds),
+            num(own),
+        );
+    }
+}
+
 /// The table and what it needs to be read.
 pub fn table(results: &Results, args: &RunArgs) -> String {
     let mut out = String::new();
@@ -306,6 +347,7 @@ pub fn table(results: &Results, args: &RunArgs) -> String {
     }
 
     two_cores(&mut out, results, args);
+    stack_floor(&mut out, results, args);
 
     if !results.signerd_rss_after_rep.is_empty() {
         let rss: Vec<String> = results
@@ -401,5 +443,71 @@ mod tests {
         };
         assert_eq!(rate(Some(s)), "4,335/s (4,100-4,500)");
         assert_eq!(rate(None), "-");
+    }
+
+    /// A run of `ops` requests in one second that took `cpu_us` of server CPU each.
+    fn run(signer: Signer, in_flight: usize, ops: u64, cpu_us: u64) -> ServerRun {
+        ServerRun {
+            signer,
+            algorithm: "ecdsa".into(),
+            in_flight,
+            result: RunResult {
+                ops,
+                window: std::time::Duration::from_secs(1),
+                server_cpu_ticks: ops * cpu_us,
+                ticks_per_second: 1_000_000,
+                ..RunResult::default()
+            },
+        }
+    }
+
+    #[test]
+    fn the_stack_floor_splits_what_signerd_adds() {
+        let args = <crate::Cli as clap::Parser>::try_parse_from([
+            "signerd-bench",
+            "run",
+            "--algorithms",
+            "ecdsa",
+            "--in-flight",
+            "32",
+        ])
+        .unwrap();
+        let crate::Command::Run(args) = args.command else {
+            panic!("not run");
+        };
+        let mut results = Results {
+            server_runs: vec![
+                run(Signer::Signerd, 32, 12_000, 70),
+                run(Signer::StackFloor, 32, 60_000, 15),
+            ],
+            token_runs: vec![TokenRun {
+                algorithm: "ecdsa".into(),
+                threads: 1,
+                report: TokenLoopReport {
+                    ops: 25_000,
+                    window_secs: 1.0,
+                    cpu_ticks: 25_000 * 40,
+                    ticks_per_second: 1_000_000,
+                    ..TokenLoopReport::default()
+                },
+            }],
+            ..Results::default()
+        };
+        let out = table(&results, &args);
+        let line = out
+            .lines()
+            .find(|l| l.starts_with("- 32 in flight: 60,000/s"))
+            .unwrap_or_else(|| panic!("no stack floor line in:\n{out}"));
+        // signerd adds 70 - 40 = 30 µs: 15 of them the floor, 15 its own; 40 / (40 + 15).
+        assert!(
+            line.contains("15.0 µs CPU per request, of the 30.0 µs signerd adds"),
+            "{line}"
+        );
+        assert!(line.contains("the rest, 15.0 µs,"), "{line}");
+        assert!(line.ends_with("on one core: 0.73"), "{line}");
+        // Without a floor run there is no floor section.
+        assert!(out.contains("\nStack floor ("));
+        results.server_runs.pop();
+        assert!(!table(&results, &args).contains("\nStack floor ("));
     }
 }

@@ -137,3 +137,23 @@ pub fn signerd(dir: &Path, pki: &TestPki, setup: &SignerdSetup, cpus: &str) -> i
         Ok(command)
     })
 }
+
+/// The stack floor ([`crate::floor`]): this executable's hidden `stack-floor` command, with the
+/// same PKI as the signers.
+pub fn stack_floor(dir: &Path, pki: &TestPki, bench_exe: &Path, cpus: &str) -> io::Result<Server> {
+    start("stack floor", "stack-floor", dir, |port| {
+        let mut command = pinned(cpus, bench_exe);
+        command
+            .arg("stack-floor")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--tls-cert")
+            .arg(&pki.server.cert)
+            .arg("--tls-key")
+            .arg(&pki.server.key)
+            .arg("--client-ca")
+            .arg(pki.ca.cert_path())
+            .env_remove("RUST_LOG");
+        Ok(command)
+    })
+}

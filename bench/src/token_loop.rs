@@ -51,7 +51,7 @@ pub struct TokenLoopArgs {
 }
 
 /// What the child reports.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct TokenLoopReport {
     /// The key used (to reuse it in the next run).
     pub key_id: String,

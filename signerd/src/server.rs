@@ -22,7 +22,7 @@ use crate::edge::Edge;
 use crate::grpc::health::TokenHealth;
 use crate::grpc::notary::NotarySigner;
 use crate::keys::KeyStore;
-use crate::tls::{ConnectionCap, ConnectionLimits, TlsMaterial};
+use crate::tls::{ConnectionCap, ConnectionLimits, PeerStream, TlsMaterial};
 
 /// Reads the policy again (config file and environment), for SIGHUP; `Err` lists what is wrong
 /// with the new file, and the policy in force stays.
@@ -139,17 +139,7 @@ pub async fn serve(
         .and_then(|a| a.tls_service(&keys, &edge, &limits));
     let mut admin_socket = admin.and_then(|a| a.spawn_socket(&keys, &edge, &limits));
     let max = limits.max_message_bytes;
-    // Keepalive pings at a third of the idle timeout: a live peer answers them, so only a
-    // silent one reaches the timeout.
-    let ping = limits.idle_timeout / 3;
-    let router = Server::builder()
-        .max_concurrent_streams(limits.max_concurrent_streams)
-        .timeout(limits.request_timeout)
-        .http2_keepalive_interval(Some(ping))
-        .http2_keepalive_timeout(Some(ping))
-        .http2_adaptive_window(Some(false))
-        .initial_connection_window_size(CONNECTION_WINDOW)
-        .initial_stream_window_size(STREAM_WINDOW)
+    let router = grpc_server(&limits)
         .layer(GoSizeStatusLayer)
         .add_service(edge.wrap(
             Port::Notary,
@@ -166,19 +156,7 @@ pub async fn serve(
         .add_optional_service(admin_on_tls);
 
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
-    // Connections arrive handshaken, their client decoded once; the queue is short so a flood
-    // of handshakes waits in the kernel's backlog, not in memory.
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    let _acceptor = AbortOnDrop(tokio::spawn(crate::tls::accept_loop(
-        listener,
-        tls.server_config(),
-        ConnectionLimits {
-            cap: ConnectionCap::new(limits.max_connections, limits.max_connections_per_peer),
-            idle_timeout: limits.idle_timeout,
-        },
-        tx,
-    )));
-    let incoming = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let (_acceptor, incoming) = accept(listener, tls, &limits);
     let mut server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = drain_rx.await;
     }));
@@ -226,8 +204,50 @@ pub async fn serve(
     Ok(())
 }
 
+/// The gRPC server as both ports build it: `limits`' streams and timeout, keepalive pings, fixed
+/// HTTP/2 windows. `signerd-bench` measures the same builder with a handler that answers at
+/// once (the cost of TLS, HTTP/2 and gRPC alone).
+pub fn grpc_server(limits: &Limits) -> Server {
+    // Keepalive pings at a third of the idle timeout: a live peer answers them, so only a
+    // silent one reaches the timeout.
+    let ping = limits.idle_timeout / 3;
+    Server::builder()
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .timeout(limits.request_timeout)
+        .http2_keepalive_interval(Some(ping))
+        .http2_keepalive_timeout(Some(ping))
+        .http2_adaptive_window(Some(false))
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .initial_stream_window_size(STREAM_WINDOW)
+}
+
+/// The connections `listener` accepts, handshaken under `tls` and held to `limits`, as a stream
+/// for [`Server::serve_with_incoming_shutdown`]; the acceptor stops when the guard is dropped.
+pub fn accept(
+    listener: TcpListener,
+    tls: &TlsMaterial,
+    limits: &Limits,
+) -> (
+    AbortOnDrop,
+    tokio_stream::wrappers::ReceiverStream<Result<PeerStream, std::io::Error>>,
+) {
+    // Connections arrive handshaken, their client decoded once; the queue is short so a flood
+    // of handshakes waits in the kernel's backlog, not in memory.
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let acceptor = AbortOnDrop(tokio::spawn(crate::tls::accept_loop(
+        listener,
+        tls.server_config(),
+        ConnectionLimits {
+            cap: ConnectionCap::new(limits.max_connections, limits.max_connections_per_peer),
+            idle_timeout: limits.idle_timeout,
+        },
+        tx,
+    )));
+    (acceptor, tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
 /// Aborts a background task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
