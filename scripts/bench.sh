@@ -2,8 +2,9 @@
 # Side-by-side benchmark: the Go notary-signer (memory store), signerd (SoftHSM) and the token
 # alone (C_Sign in a loop), in one run, each server pinned to one CPU and the load generator to
 # another, then a second signerd on both CPUs against the token alone on two threads (the
-# two-core point; --no-two-cores skips it). Prints one table (README "Performance" says how to
-# read it).
+# two-core point; --no-two-cores skips it), and the stack floor: signerd's gRPC server with a
+# handler that answers at once (what TLS, HTTP/2 and gRPC cost alone). Prints one table (README
+# "Performance" says how to read it).
 #
 #   scripts/bench.sh [--duration SECS] [--repetitions N] [--in-flight 1,8,32,64] [--plot FILE.svg] ...
 #
