@@ -323,19 +323,6 @@ async fn make_keys(
         let Some(server) = fixture.server(signer) else {
             continue;
         };
-        if signer == Signer::Signerd && fixture.floor.is_some() {
-            // The stack floor answers any key ID: it gets signerd's ECDSA key's.
-            let channel = load::connect(server.addr, &fixture.tls).await?;
-            let key = load::create_key(&channel, "ecdsa").await?;
-            let public = PublicKey::from_notary("ecdsa", &key.public_key)
-                .map_err(|e| format!("{}: {e}", signer.name()))?;
-            keys.push(ServerKey {
-                signer: Signer::StackFloor,
-                algorithm: "ecdsa".into(),
-                key,
-                public,
-            });
-        }
         let channel = load::connect(server.addr, &fixture.tls).await?;
         for alg in &args.algorithms {
             if signer == Signer::Go && alg == "rsa" {
@@ -355,6 +342,18 @@ async fn make_keys(
             });
         }
     }
+    // The stack floor answers any key ID: it is sent signerd's ECDSA key's.
+    let floor_key = keys
+        .iter()
+        .find(|k| k.signer == Signer::Signerd && k.algorithm == "ecdsa")
+        .filter(|_| fixture.floor.is_some())
+        .map(|k| ServerKey {
+            signer: Signer::StackFloor,
+            algorithm: k.algorithm.clone(),
+            key: k.key.clone(),
+            public: k.public.clone(),
+        });
+    keys.extend(floor_key);
     Ok(keys)
 }
 

@@ -204,9 +204,10 @@ pub async fn serve(
     Ok(())
 }
 
-/// The gRPC server as both ports build it: `limits`' streams and timeout, keepalive pings, fixed
-/// HTTP/2 windows. `signerd-bench` measures the same builder with a handler that answers at
-/// once (the cost of TLS, HTTP/2 and gRPC alone).
+/// The gRPC server of the mTLS port (the Notary services, and the admin API for admin
+/// certificates): `limits`' streams and timeout, keepalive pings, fixed HTTP/2 windows.
+/// `signerd-bench` measures the same builder with a handler that answers at once (the cost of
+/// TLS, HTTP/2 and gRPC alone).
 pub fn grpc_server(limits: &Limits) -> Server {
     // Keepalive pings at a third of the idle timeout: a live peer answers them, so only a
     // silent one reaches the timeout.
