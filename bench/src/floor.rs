@@ -30,7 +30,7 @@ pub struct FloorArgs {
 }
 
 /// Length of the fixed answer: an ECDSA P-256 signature in Notary's raw `r || s` form.
-const ANSWER_LEN: usize = 64;
+pub const ANSWER_LEN: usize = 64;
 
 /// Answers every `Sign` with [`ANSWER_LEN`] zero bytes (the benchmark does not check them).
 #[derive(Clone, Copy, Debug)]
