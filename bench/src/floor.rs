@@ -65,7 +65,8 @@ pub fn serve(args: &FloorArgs) -> Result<(), String> {
         key: args.tls_key.clone(),
         client_ca: args.client_ca.clone(),
     })?;
-    let runtime = signerd::server::runtime(None).map_err(|e| format!("tokio runtime: {e}"))?;
+    let runtime = signerd::server::runtime(None, &signerd::scheduling::Scheduling::new())
+        .map_err(|e| format!("tokio runtime: {e}"))?;
     runtime.block_on(async {
         let listener = signerd::server::bind(args.listen).await?;
         let limits = Limits::default();

@@ -65,8 +65,9 @@ fn serve(args: &ServeArgs) -> Result<(), StartupError> {
         // Keep running: health says NOT_SERVING and requests say why until the token is back.
         Err(e) => tracing::error!(error = %e, "token not usable yet; serving errors until it is"),
     }
-    let runtime =
-        crate::server::runtime(settings.runtime_threads).map_err(StartupError::Runtime)?;
+    let scheduling = crate::scheduling::Scheduling::new();
+    let runtime = crate::server::runtime(settings.runtime_threads, &scheduling)
+        .map_err(StartupError::Runtime)?;
     let keys = KeyStore::new(token)
         .map_err(|e| StartupError::Server(format!("cannot start the token workers: {e}")))?;
     let audit = crate::audit::open_trail(settings.audit.as_ref(), &keys)
@@ -92,7 +93,8 @@ fn serve(args: &ServeArgs) -> Result<(), StartupError> {
         .with_metrics(metrics.clone())
         .with_admission(
             crate::edge::admission::Admission::for_workers(keys.stats().workers)
-                .following(keys.serving()),
+                .following(keys.serving())
+                .informing(scheduling),
         );
     let result = runtime.block_on(async {
         let listener = crate::server::bind(settings.listen)

@@ -7,7 +7,7 @@
 //! against the caller's access), [`edge`] (the layers both ports share: identity, audit, policy;
 //! errors mapped to status codes in [`edge::status`]), [`audit`] (the audit trail), [`grpc`]
 //! (the Notary signer protocol and health), [`admin`] (signerd's own admin API), [`server`]
-//! (serving, SIGHUP reload, shutdown), [`migrate`] (keys from notary-signer).
+//! (serving, SIGHUP reload, shutdown), [`scheduling`] (the runtime threads' CPU policy), [`migrate`] (keys from notary-signer).
 //! The token itself is the `signerd-token` crate, which knows nothing of gRPC.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -27,6 +27,7 @@ pub mod keys;
 pub mod logging;
 pub mod metrics;
 pub mod migrate;
+pub mod scheduling;
 pub mod server;
 pub mod shim_install;
 pub mod startup;

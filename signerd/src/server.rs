@@ -22,6 +22,7 @@ use crate::edge::Edge;
 use crate::grpc::health::TokenHealth;
 use crate::grpc::notary::NotarySigner;
 use crate::keys::KeyStore;
+use crate::scheduling::Scheduling;
 use crate::tls::{ConnectionCap, ConnectionLimits, PeerStream, TlsMaterial};
 
 /// Reads the policy again (config file and environment), for SIGHUP; `Err` lists what is wrong
@@ -66,9 +67,14 @@ pub fn spawn_policy_reload(
 /// The async runtime: `threads` workers (default: one per CPU signerd may run on, so a signerd
 /// pinned to one core runs one), and a small blocking pool. Token work runs on the token
 /// workers, not here, so the pool only serves the rare blocking call (a file read); tokio's
-/// default of 512 threads would only hide a mistake.
-pub fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+/// default of 512 threads would only hide a mistake. Each worker follows `scheduling` when it
+/// wakes (`SCHED_BATCH` while one client is active, [`crate::scheduling`]).
+pub fn runtime(
+    threads: Option<usize>,
+    scheduling: &Scheduling,
+) -> std::io::Result<tokio::runtime::Runtime> {
     let threads = threads.unwrap_or_else(available_cpus);
+    let scheduling = scheduling.clone();
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads.max(1))
         .max_blocking_threads(MAX_BLOCKING_THREADS)
@@ -80,6 +86,7 @@ pub fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtim
         // core, a client beside 10,000 streams kept 48-56 % of its rate instead of 34-35 %)
         // and costs nothing measurable at 1 or 32 calls in flight (`scripts/bench.sh`).
         .event_interval(EVENT_INTERVAL)
+        .on_thread_unpark(move || scheduling.follow())
         .enable_all()
         .build()
 }

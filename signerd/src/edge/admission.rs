@@ -32,6 +32,7 @@ use tower_service::Service;
 use super::identity::Lane;
 use super::operation::Operation;
 use super::record::Port;
+use crate::scheduling::Scheduling;
 
 /// The places for key operations, shared by every connection of a port. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -61,6 +62,8 @@ struct State {
     /// Lanes that neither hold nor wait now, with when they freed their last place: still
     /// active until [`RECENT`] after that.
     recent: HashMap<u64, Instant>,
+    /// Told how many lanes are active (the runtime threads' CPU policy follows it).
+    scheduling: Option<Scheduling>,
 }
 
 /// How long a lane that freed its last place still counts as active. A client with a few calls
@@ -104,7 +107,16 @@ impl State {
         let newcomer = !self.held.contains_key(&lane)
             && !self.waiting.contains_key(&lane)
             && !self.recent.contains_key(&lane);
-        share_of(places, active + usize::from(newcomer))
+        let active = active + usize::from(newcomer);
+        self.inform(active);
+        share_of(places, active)
+    }
+
+    /// Tells [`State::scheduling`] how many lanes are active.
+    fn inform(&self, active: usize) {
+        if let Some(scheduling) = &self.scheduling {
+            scheduling.clients_active(active);
+        }
     }
 
     fn holds(&self, lane: u64) -> usize {
@@ -122,7 +134,9 @@ impl State {
     fn dispatch(&mut self, places: usize) {
         // Every lane in turn waits, so is active; the share is counted once (a lane that goes
         // idle meanwhile, its waiters cancelled, widens it from the next release on).
-        let share = share_of(places, self.active());
+        let active = self.active();
+        self.inform(active);
+        let share = share_of(places, active);
         let mut skipped = 0;
         while self.free > 0 && skipped < self.turns.len() {
             let Some(lane) = self.turns.pop_front() else {
@@ -162,20 +176,33 @@ pub struct Admitted {
 impl Admission {
     /// `places` operations at once (at least one).
     pub fn new(places: usize) -> Admission {
-        Admission::with(places, None)
+        Admission::with(places, None, None)
     }
 
     /// The same admission, letting every call through while `serving` says the token is down.
     pub fn following(self, serving: tokio::sync::watch::Receiver<bool>) -> Admission {
-        Admission::with(self.inner.places, Some(serving))
+        let scheduling = self.inner.lock().scheduling.clone();
+        Admission::with(self.inner.places, Some(serving), scheduling)
     }
 
-    fn with(places: usize, serving: Option<tokio::sync::watch::Receiver<bool>>) -> Admission {
+    /// The same admission, telling `scheduling` how many connections are active (the runtime
+    /// threads run under `SCHED_BATCH` while one is, [`crate::scheduling`]).
+    pub fn informing(self, scheduling: Scheduling) -> Admission {
+        let serving = self.inner.serving.clone();
+        Admission::with(self.inner.places, serving, Some(scheduling))
+    }
+
+    fn with(
+        places: usize,
+        serving: Option<tokio::sync::watch::Receiver<bool>>,
+        scheduling: Option<Scheduling>,
+    ) -> Admission {
         let places = places.max(1);
         Admission {
             inner: Arc::new(Shared {
                 state: Mutex::new(State {
                     free: places,
+                    scheduling,
                     ..State::default()
                 }),
                 places,
@@ -407,6 +434,37 @@ mod tests {
     async fn settle() {
         for _ in 0..20 {
             tokio::task::yield_now().await;
+        }
+    }
+
+    /// The scheduling is told "several" while a second lane is active, and "one" once that
+    /// lane has been quiet for [`RECENT`].
+    #[tokio::test]
+    async fn the_scheduling_follows_the_active_lanes() {
+        let scheduling = Scheduling::new();
+        let admission = Admission::new(4).informing(scheduling.clone());
+        let batch = crate::scheduling::Policy::Batch;
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let (first, first_task) = hold(&admission, 1, &order);
+        settle().await;
+        assert_eq!(scheduling.wanted(), batch, "one lane");
+        let (second, second_task) = hold(&admission, 2, &order);
+        settle().await;
+        assert_eq!(
+            scheduling.wanted(),
+            crate::scheduling::Policy::Other,
+            "two lanes"
+        );
+        second.send(()).unwrap();
+        second_task.await.unwrap();
+        tokio::time::sleep(RECENT * 2).await;
+        // Lane 1's next admission finds lane 2 gone.
+        let (again, again_task) = hold(&admission, 1, &order);
+        settle().await;
+        assert_eq!(scheduling.wanted(), batch, "lane 2 quiet");
+        for (done, task) in [(first, first_task), (again, again_task)] {
+            done.send(()).unwrap();
+            task.await.unwrap();
         }
     }
 

@@ -19,6 +19,7 @@ mod migrate_notary_signer;
 mod notary_lifecycle;
 mod remote_token;
 mod replicas;
+mod scheduling;
 mod security_domains;
 mod security_policy;
 mod shim_e2e;

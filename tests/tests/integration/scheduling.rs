@@ -1,0 +1,132 @@
+//! signerd's runtime threads run under `SCHED_BATCH` while one connection signs on the Notary
+//! port (notary-server's one connection: answers are sent in batches, README "Performance"),
+//! and under `SCHED_OTHER` as soon as a second connection signs beside it (a light client's
+//! calls then preempt a busy token worker, so it keeps its share; `hostile_input`), and back
+//! once the second one is quiet. Read from `/proc/PID/task/*/stat` (the policy field).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use signerd_proto::notary::signer_client::SignerClient;
+use signerd_proto::notary::{CreateKeyRequest, KeyId, SignatureRequest};
+use signerd_tests::signerd::{Signerd, TestToken};
+use signerd_tests::{TestDir, TestPki};
+use tonic::transport::Channel;
+
+/// `SCHED_OTHER` and `SCHED_BATCH` as `/proc/PID/task/TID/stat` reports them (field 41).
+const SCHED_OTHER: u32 = 0;
+const SCHED_BATCH: u32 = 3;
+
+/// The scheduling policy of each of signerd's runtime threads (named `signerd-rt`).
+fn runtime_policies(pid: u32) -> Vec<u32> {
+    let mut policies = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("/proc/PID/task") {
+        let task = task.unwrap().path();
+        let Ok(comm) = std::fs::read_to_string(task.join("comm")) else {
+            continue; // the thread ended meanwhile
+        };
+        if comm.trim() != "signerd-rt" {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(task.join("stat")) else {
+            continue;
+        };
+        let policy = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(38))
+            .and_then(|p| p.parse().ok())
+            .expect("a policy field in /proc/PID/task/TID/stat");
+        policies.push(policy);
+    }
+    policies
+}
+
+/// Waits (up to 20 s) until every runtime thread runs under `policy`: a thread follows the
+/// count of clients when it next wakes.
+async fn until_all(pid: u32, policy: u32, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let policies = runtime_policies(pid);
+        assert!(
+            !policies.is_empty(),
+            "signerd has runtime threads named signerd-rt"
+        );
+        if policies.iter().all(|p| *p == policy) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: the runtime threads' policies are {policies:?}, not all {policy}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Signs on `channel`, 4 calls in flight, until `stop`.
+fn signing(channel: Channel, id: &str, stop: &Arc<AtomicBool>) -> tokio::task::JoinSet<u64> {
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let mut client = SignerClient::new(channel.clone());
+        let id = id.to_owned();
+        let stop = Arc::clone(stop);
+        calls.spawn(async move {
+            let mut done = 0;
+            while !stop.load(Ordering::Relaxed) {
+                client
+                    .sign(SignatureRequest {
+                        key_id: Some(KeyId { id: id.clone() }),
+                        content: b"scheduling".to_vec(),
+                    })
+                    .await
+                    .expect("Sign answers");
+                done += 1;
+            }
+            done
+        });
+    }
+    calls
+}
+
+async fn stop_and_count(stop: &AtomicBool, mut calls: tokio::task::JoinSet<u64>) -> u64 {
+    stop.store(true, Ordering::Relaxed);
+    let mut done = 0;
+    while let Some(n) = calls.join_next().await {
+        done += n.unwrap();
+    }
+    done
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_threads_batch_with_one_client_and_not_with_two() {
+    let dir = TestDir::new("scheduling").unwrap();
+    let pki = TestPki::generate(dir.path()).unwrap();
+    let token = TestToken::create(dir.path()).unwrap();
+    let mut signerd = Signerd::start(dir.path(), "signerd", &token, &pki).unwrap();
+    let pid = signerd.process().id();
+    let created = signerd
+        .clients()
+        .await
+        .keys
+        .create_key(CreateKeyRequest {
+            algorithm: "ecdsa".into(),
+            gun: "example.com/scheduling".into(),
+            role: "timestamp".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let id = created.key_info.unwrap().key_id.unwrap().id;
+
+    let first_stop = Arc::new(AtomicBool::new(false));
+    let first = signing(signerd.channel().await.unwrap(), &id, &first_stop);
+    until_all(pid, SCHED_BATCH, "one connection signing").await;
+
+    let second_stop = Arc::new(AtomicBool::new(false));
+    let second = signing(signerd.channel().await.unwrap(), &id, &second_stop);
+    until_all(pid, SCHED_OTHER, "two connections signing").await;
+
+    assert!(stop_and_count(&second_stop, second).await > 0);
+    until_all(pid, SCHED_BATCH, "the second connection quiet again").await;
+    assert!(stop_and_count(&first_stop, first).await > 0);
+}
