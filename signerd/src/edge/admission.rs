@@ -13,6 +13,10 @@
 //! streams full must not take its places then, or that client's calls wait behind its own on
 //! the runtime. One connection alone (notary-server) still gets every place.
 //!
+//! The count of active lanes also sets the runtime threads' CPU policy
+//! ([`Admission::informing`], [`crate::scheduling`]): `SCHED_BATCH` while one lane is active,
+//! `SCHED_OTHER` while several are.
+//!
 //! Waiting calls are bounded by the HTTP/2 limits (`server.max_concurrent_streams` per
 //! connection, `server.max_connections`) and by `server.request_timeout`; no lock is held
 //! across an await.
