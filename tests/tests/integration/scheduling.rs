@@ -4,7 +4,7 @@
 //! calls then preempt a busy token worker, so it keeps its share; `hostile_input`), and back
 //! once the second one is quiet. Read from `/proc/PID/task/*/stat` (the policy field).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -63,38 +63,57 @@ async fn until_all(pid: u32, policy: u32, what: &str) {
     }
 }
 
-/// Signs on `channel`, 4 calls in flight, until `stop`.
-fn signing(channel: Channel, id: &str, stop: &Arc<AtomicBool>) -> tokio::task::JoinSet<u64> {
-    let mut calls = tokio::task::JoinSet::new();
-    for _ in 0..4 {
-        let mut client = SignerClient::new(channel.clone());
-        let id = id.to_owned();
-        let stop = Arc::clone(stop);
-        calls.spawn(async move {
-            let mut done = 0;
-            while !stop.load(Ordering::Relaxed) {
-                client
-                    .sign(SignatureRequest {
-                        key_id: Some(KeyId { id: id.clone() }),
-                        content: b"scheduling".to_vec(),
-                    })
-                    .await
-                    .expect("Sign answers");
-                done += 1;
-            }
-            done
-        });
-    }
-    calls
+/// A connection that signs, 4 calls in flight, until stopped.
+struct Signing {
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicU64>,
+    calls: tokio::task::JoinSet<()>,
 }
 
-async fn stop_and_count(stop: &AtomicBool, mut calls: tokio::task::JoinSet<u64>) -> u64 {
-    stop.store(true, Ordering::Relaxed);
-    let mut done = 0;
-    while let Some(n) = calls.join_next().await {
-        done += n.unwrap();
+impl Signing {
+    fn start(channel: Channel, id: &str) -> Signing {
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicU64::new(0));
+        let mut calls = tokio::task::JoinSet::new();
+        for _ in 0..4 {
+            let mut client = SignerClient::new(channel.clone());
+            let id = id.to_owned();
+            let stop = Arc::clone(&stop);
+            let done = Arc::clone(&done);
+            calls.spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    client
+                        .sign(SignatureRequest {
+                            key_id: Some(KeyId { id: id.clone() }),
+                            content: b"scheduling".to_vec(),
+                        })
+                        .await
+                        .expect("Sign answers");
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        Signing { stop, done, calls }
     }
-    done
+
+    /// Waits (up to 20 s) until this connection has had `count` Signs answered.
+    async fn until_signed(&self, count: u64) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.done.load(Ordering::Relaxed) < count {
+            assert!(
+                Instant::now() < deadline,
+                "Signs answered on the connection"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        while let Some(call) = self.calls.join_next().await {
+            call.unwrap();
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,15 +137,15 @@ async fn runtime_threads_batch_with_one_client_and_not_with_two() {
         .into_inner();
     let id = created.key_info.unwrap().key_id.unwrap().id;
 
-    let first_stop = Arc::new(AtomicBool::new(false));
-    let first = signing(signerd.channel().await.unwrap(), &id, &first_stop);
+    let first = Signing::start(signerd.channel().await.unwrap(), &id);
+    first.until_signed(10).await;
     until_all(pid, SCHED_BATCH, "one connection signing").await;
 
-    let second_stop = Arc::new(AtomicBool::new(false));
-    let second = signing(signerd.channel().await.unwrap(), &id, &second_stop);
+    let second = Signing::start(signerd.channel().await.unwrap(), &id);
+    second.until_signed(10).await;
     until_all(pid, SCHED_OTHER, "two connections signing").await;
 
-    assert!(stop_and_count(&second_stop, second).await > 0);
+    second.stop().await;
     until_all(pid, SCHED_BATCH, "the second connection quiet again").await;
-    assert!(stop_and_count(&first_stop, first).await > 0);
+    first.stop().await;
 }
