@@ -22,7 +22,7 @@
 //! The nice value is kept. Threads started from a runtime thread inherit its policy (tokio's
 //! blocking pool): `SCHED_BATCH` changes nothing for a thread that does not share a core with
 //! a busier one. Where the kernel refuses the change (not Linux, a seccomp filter), the thread
-//! stays as it is and says so once in the debug log.
+//! stays as it is and says so once (per thread) in the debug log.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
