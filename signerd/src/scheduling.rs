@@ -126,18 +126,18 @@ fn own_nice() -> Result<i32, String> {
         .ok_or_else(|| "no nice value in /proc/thread-self/stat".to_owned())
 }
 
-/// The calling thread's policy as the kernel reports it.
-pub fn current_policy() -> Option<Policy> {
-    match thread_priority::unix::thread_schedule_policy().ok()? {
-        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other) => Some(Policy::Other),
-        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch) => Some(Policy::Batch),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The calling thread's policy as the kernel reports it.
+    fn current_policy() -> Option<Policy> {
+        match thread_priority::unix::thread_schedule_policy().ok()? {
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other) => Some(Policy::Other),
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch) => Some(Policy::Batch),
+            _ => None,
+        }
+    }
 
     #[test]
     fn a_thread_follows_the_count_of_clients_and_keeps_its_nice_value() {
