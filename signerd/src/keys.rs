@@ -14,6 +14,7 @@
 //! after its first use), checked against the caller's port and policy, and only then used. A
 //! key out of the caller's reach answers exactly as an absent key.
 
+mod polling;
 mod workers;
 
 use std::sync::Arc;

@@ -20,15 +20,23 @@
 //! the queue's capacity (`workers × QUEUE_PER_WORKER`, at least the default 128 streams of one
 //! connection, so notary-server's one connection is never refused for its own burst); all lanes
 //! together up to [`TOTAL_PER_LANE_CAPACITY`] times that.
+//!
+//! **Idle polling.** The last worker to find the queue empty polls it for up to 200 µs,
+//! yielding its CPU, before it sleeps; the next job goes to it without a wake-up, and a core
+//! shared with the runtime thread does not go idle between one answer and the next request.
+//! The window adapts to the gaps between jobs and closes when they come sparsely
+//! ([`super::polling`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use signerd_token::{Token, TokenError};
+
+use super::polling::{self, IdlePoll};
 
 /// Requests that may wait per worker before new ones are refused (RESOURCE_EXHAUSTED). A token signature takes tens
 /// of microseconds (SoftHSM) to tens of milliseconds (network HSMs); 64 waiting per worker keeps
@@ -66,28 +74,45 @@ enum Next {
 struct Lanes {
     jobs: HashMap<u64, VecDeque<Job>>,
     turns: VecDeque<u64>,
-    waiting: usize,
     closed: bool,
+    /// How long a worker that finds the queue empty polls it before it sleeps.
+    poll: IdlePoll,
 }
 
 /// The fair queue between the request tasks and the worker threads.
 struct FairQueue {
     lanes: Mutex<Lanes>,
     ready: Condvar,
+    /// Jobs waiting, on every lane: changed under the lock, read without it (by a polling
+    /// worker, and for the queue-depth metric).
+    waiting: AtomicUsize,
+    /// A worker polls the queue ([`FairQueue::poll`]) and takes the next job without a wake-up.
+    /// The push that hands it that job clears it, so the push after wakes a sleeping worker.
+    polling: AtomicBool,
+    /// Workers running a job now.
+    busy: AtomicUsize,
+    /// Sleeping workers woken for a job (for the tests: a job handed to a polling worker wakes
+    /// none).
+    wakeups: AtomicUsize,
     per_lane: usize,
     total: usize,
 }
 
 impl FairQueue {
-    fn new(per_lane: usize) -> FairQueue {
+    /// A queue of `per_lane` jobs per lane whose idle workers poll for up to `max_poll`.
+    fn new(per_lane: usize, max_poll: Duration) -> FairQueue {
         FairQueue {
             lanes: Mutex::new(Lanes {
                 jobs: HashMap::new(),
                 turns: VecDeque::new(),
-                waiting: 0,
                 closed: false,
+                poll: IdlePoll::new(max_poll),
             }),
             ready: Condvar::new(),
+            waiting: AtomicUsize::new(0),
+            polling: AtomicBool::new(false),
+            busy: AtomicUsize::new(0),
+            wakeups: AtomicUsize::new(0),
             per_lane,
             total: per_lane * TOTAL_PER_LANE_CAPACITY,
         }
@@ -104,7 +129,8 @@ impl FairQueue {
         if lanes.closed {
             return Err(Refused::Closed);
         }
-        if lanes.waiting >= self.total {
+        let waiting = self.waiting.load(Ordering::SeqCst);
+        if waiting >= self.total {
             return Err(Refused::Full);
         }
         let queue = lanes.jobs.entry(lane).or_default();
@@ -116,13 +142,19 @@ impl FairQueue {
         if first {
             lanes.turns.push_back(lane);
         }
-        lanes.waiting += 1;
+        self.waiting.store(waiting + 1, Ordering::SeqCst);
+        lanes.poll.on_job();
         drop(lanes);
-        self.ready.notify_one();
+        // A polling worker takes this job without a wake-up.
+        if !self.polling.swap(false, Ordering::SeqCst) {
+            self.wakeups.fetch_add(1, Ordering::Relaxed);
+            self.ready.notify_one();
+        }
         Ok(())
     }
 
-    /// The next lane's next job, waiting up to `idle` for one.
+    /// The next lane's next job, waiting up to `idle` for one. The last worker to go idle
+    /// polls the queue for a while before it sleeps (see [`polling`]).
     fn pop(&self, idle: Duration) -> Next {
         let mut lanes = self.lock();
         loop {
@@ -137,13 +169,29 @@ impl FairQueue {
                     lanes.turns.push_back(lane);
                 }
                 if let Some(job) = job {
-                    lanes.waiting -= 1;
+                    self.waiting.fetch_sub(1, Ordering::SeqCst);
+                    self.busy.fetch_add(1, Ordering::SeqCst);
                     return Next::Job(job);
                 }
                 continue;
             }
             if lanes.closed {
                 return Next::Closed;
+            }
+            // While another worker still runs a job the CPU is not idle, and polling beside it
+            // would only take turns with it.
+            let last_awake = self.busy.load(Ordering::SeqCst) == 0;
+            if let Some(window) = lanes.poll.on_empty(last_awake) {
+                if self
+                    .polling
+                    .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+                {
+                    drop(lanes);
+                    self.poll(window);
+                    lanes = self.lock();
+                    continue;
+                }
             }
             let (guard, timeout) = self
                 .ready
@@ -160,14 +208,34 @@ impl FairQueue {
         }
     }
 
+    /// Looks for a job for up to `window`, yielding the CPU between looks (on a shared core
+    /// the runtime thread runs whenever it has work), until a push hands one over or the
+    /// queue closes. A push after this returns wakes a sleeping worker instead.
+    fn poll(&self, window: Duration) {
+        let until = Instant::now() + window;
+        while self.polling.load(Ordering::SeqCst)
+            && self.waiting.load(Ordering::SeqCst) == 0
+            && Instant::now() < until
+        {
+            std::thread::yield_now();
+        }
+        self.polling.store(false, Ordering::SeqCst);
+    }
+
+    /// A worker finished the job [`FairQueue::pop`] gave it.
+    fn finished(&self) {
+        self.busy.fetch_sub(1, Ordering::SeqCst);
+    }
+
     /// Jobs waiting now, on every lane.
     fn waiting(&self) -> usize {
-        self.lock().waiting
+        self.waiting.load(Ordering::SeqCst)
     }
 
     /// Refuses new jobs; the workers finish the waiting ones, then stop.
     fn close(&self) {
         self.lock().closed = true;
+        self.polling.store(false, Ordering::SeqCst);
         self.ready.notify_all();
     }
 }
@@ -219,6 +287,7 @@ impl Crew {
                             if std::panic::catch_unwind(AssertUnwindSafe(job)).is_err() {
                                 tracing::error!("a token operation panicked; its request failed");
                             }
+                            crew.queue.finished();
                         }
                         Next::Idle => {}
                         Next::Closed => break,
@@ -266,8 +335,17 @@ impl TokenWorkers {
     /// A worker the token layer gives up on is replaced by a new thread (up to `count` stuck
     /// ones at a time).
     pub(crate) fn start(count: usize, token: Option<Arc<Token>>) -> std::io::Result<TokenWorkers> {
+        TokenWorkers::start_polling(count, token, polling::MAX)
+    }
+
+    /// [`TokenWorkers::start`], with idle workers polling for up to `max_poll`.
+    fn start_polling(
+        count: usize,
+        token: Option<Arc<Token>>,
+        max_poll: Duration,
+    ) -> std::io::Result<TokenWorkers> {
         let count = count.max(1);
-        let queue = Arc::new(FairQueue::new(count * QUEUE_PER_WORKER));
+        let queue = Arc::new(FairQueue::new(count * QUEUE_PER_WORKER, max_poll));
         let crew = Arc::new(Crew {
             queue: Arc::clone(&queue),
             token: token.as_ref().map(Arc::downgrade),
@@ -529,6 +607,93 @@ mod tests {
             .execute(LOCAL_LANE, || Ok::<_, TokenError>(()))
             .await
             .unwrap();
+    }
+
+    /// Waits until `check` holds of the queue (a worker thread gets there on its own).
+    fn until(workers: &TokenWorkers, what: &str, check: impl Fn(&FairQueue) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !check(&workers.inner.queue) {
+            assert!(Instant::now() < deadline, "waited 10 s until {what}");
+            std::thread::yield_now();
+        }
+    }
+
+    fn wakeups(workers: &TokenWorkers) -> usize {
+        workers.inner.queue.wakeups.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn a_polling_worker_takes_the_next_job_without_a_wakeup() {
+        let workers = TokenWorkers::start_polling(1, None, Duration::from_secs(30)).unwrap();
+        until(&workers, "the idle worker polls", |q| {
+            q.polling.load(Ordering::SeqCst)
+        });
+        let woken = wakeups(&workers);
+        for i in 0..3 {
+            let answer = workers
+                .execute(LOCAL_LANE, move || Ok::<_, TokenError>(i))
+                .await
+                .unwrap();
+            assert_eq!(answer, i);
+            // Its job done, the worker polls again: the job came within the window.
+            until(&workers, "the worker polls again", |q| {
+                q.polling.load(Ordering::SeqCst)
+            });
+        }
+        assert_eq!(wakeups(&workers), woken, "a job woke a sleeping worker");
+    }
+
+    // Multi-threaded: the first job holds its worker until the second one runs on the other.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_second_job_while_the_poller_is_busy_wakes_a_sleeping_worker() {
+        let workers = TokenWorkers::start_polling(2, None, Duration::from_secs(30)).unwrap();
+        until(&workers, "an idle worker polls", |q| {
+            q.polling.load(Ordering::SeqCst)
+        });
+        let woken = wakeups(&workers);
+        let (ran, second_ran) = mpsc::channel::<()>();
+        let first = {
+            let workers = workers.clone();
+            tokio::spawn(async move {
+                workers
+                    .execute(LOCAL_LANE, move || {
+                        Ok::<_, TokenError>(second_ran.recv_timeout(Duration::from_secs(10)))
+                    })
+                    .await
+            })
+        };
+        until(&workers, "the poller takes the first job", |q| {
+            q.busy.load(Ordering::SeqCst) == 1
+        });
+        workers
+            .execute(LOCAL_LANE, move || {
+                ran.send(()).unwrap();
+                Ok::<_, TokenError>(())
+            })
+            .await
+            .unwrap();
+        first.await.unwrap().unwrap().unwrap();
+        assert_eq!(
+            wakeups(&workers),
+            woken + 1,
+            "the first job went to the poller, the second woke the sleeping worker"
+        );
+    }
+
+    #[test]
+    fn the_poller_takes_one_job_without_a_wakeup_and_the_next_job_wakes_a_worker() {
+        let queue = FairQueue::new(4, polling::MAX);
+        // As a worker that polls.
+        queue.polling.store(true, Ordering::SeqCst);
+        assert!(queue.push(LOCAL_LANE, Box::new(|| ())).is_ok());
+        assert_eq!(queue.wakeups.load(Ordering::SeqCst), 0);
+        assert!(
+            !queue.polling.load(Ordering::SeqCst),
+            "the push ends the poll"
+        );
+        assert!(queue.push(LOCAL_LANE, Box::new(|| ())).is_ok());
+        assert_eq!(queue.wakeups.load(Ordering::SeqCst), 1);
+        assert_eq!(queue.waiting(), 2);
     }
 
     #[test]
