@@ -142,11 +142,15 @@ impl FairQueue {
         if first {
             lanes.turns.push_back(lane);
         }
+        // A polling worker takes this job without a wake-up. Taking its flag before the job
+        // counts as waiting makes the poller leave through the flag, not through the count
+        // (which would leave this push thinking no one polled, and waking a worker for
+        // nothing).
+        let handed = self.polling.swap(false, Ordering::SeqCst);
         self.waiting.store(waiting + 1, Ordering::SeqCst);
         lanes.poll.on_job();
         drop(lanes);
-        // A polling worker takes this job without a wake-up.
-        if !self.polling.swap(false, Ordering::SeqCst) {
+        if !handed {
             self.wakeups.fetch_add(1, Ordering::Relaxed);
             self.ready.notify_one();
         }
