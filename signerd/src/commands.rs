@@ -68,7 +68,7 @@ fn serve(args: &ServeArgs) -> Result<(), StartupError> {
     let scheduling = crate::scheduling::Scheduling::new();
     let runtime = crate::server::runtime(settings.runtime_threads, &scheduling)
         .map_err(StartupError::Runtime)?;
-    let keys = KeyStore::new(token)
+    let keys = KeyStore::new(token, settings.idle_poll)
         .map_err(|e| StartupError::Server(format!("cannot start the token workers: {e}")))?;
     let audit = crate::audit::open_trail(settings.audit.as_ref(), &keys)
         .map_err(|e| StartupError::Config(vec![crate::config::ConfigError(e)]))?;

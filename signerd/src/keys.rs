@@ -60,9 +60,11 @@ pub struct StoreStats {
 
 impl KeyStore {
     /// Wraps an opened token and starts its workers, one per operation the token is given at
-    /// once ([`Token::parallelism`]).
-    pub fn new(token: Arc<Token>) -> std::io::Result<KeyStore> {
-        let workers = TokenWorkers::start(token.parallelism(), Some(Arc::clone(&token)))?;
+    /// once ([`Token::parallelism`]), an idle one polling the queue for up to `idle_poll`
+    /// before it sleeps (`token.idle_poll_us`).
+    pub fn new(token: Arc<Token>, idle_poll: Duration) -> std::io::Result<KeyStore> {
+        let workers =
+            TokenWorkers::start(token.parallelism(), Some(Arc::clone(&token)), idle_poll)?;
         tracing::info!(
             workers = workers.count(),
             queue = workers.capacity(),

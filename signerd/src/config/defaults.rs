@@ -33,6 +33,12 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 pub const UNAVAILABLE_AFTER: Duration = signerd_token::DEFAULT_UNAVAILABLE_AFTER;
 /// Most `token.unavailable_after_ms` may be: a request should not hang on a missing token.
 pub const UNAVAILABLE_AFTER_MAX: Duration = Duration::from_secs(60);
+/// The most an idle token worker polls the queue before it sleeps (`token.idle_poll_us`): the
+/// kernel's own default for a guest's idle polling (`guest_halt_poll_ns`).
+pub const IDLE_POLL: Duration = Duration::from_micros(200);
+/// Most `token.idle_poll_us` may be: past a millisecond a worker would spin through gaps that
+/// a sleep and a wake-up cost far less than.
+pub const IDLE_POLL_MAX: Duration = Duration::from_millis(1);
 /// Largest request message of the admin API, in bytes: as the Notary port, so data the shim
 /// signs in one call is never cut shorter than a Go gRPC client would allow.
 pub const ADMIN_MAX_MESSAGE_BYTES: u64 = 4 * 1024 * 1024;
@@ -80,6 +86,10 @@ mod tests {
         assert_eq!(
             readme_default("token.unavailable_after_ms"),
             UNAVAILABLE_AFTER.as_millis().to_string()
+        );
+        assert_eq!(
+            readme_default("token.idle_poll_us"),
+            IDLE_POLL.as_micros().to_string()
         );
         assert_eq!(
             readme_default("server.shutdown_grace_secs"),

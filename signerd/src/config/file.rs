@@ -118,6 +118,9 @@ pub struct TokenSection {
     /// How long a request waits for a token that is down before it answers UNAVAILABLE, in
     /// milliseconds.
     pub unavailable_after_ms: Option<u64>,
+    /// The most an idle token worker polls the queue before it sleeps, in microseconds; 0:
+    /// never.
+    pub idle_poll_us: Option<u64>,
 }
 
 impl TokenSection {
@@ -131,6 +134,7 @@ impl TokenSection {
             ("sessions", FieldKind::Number),
             ("rsa_bits", FieldKind::Number),
             ("unavailable_after_ms", FieldKind::Number),
+            ("idle_poll_us", FieldKind::Number),
         ],
     };
 }
@@ -257,6 +261,7 @@ impl FileConfig {
         set(&mut k.sessions, t.sessions);
         set(&mut k.rsa_bits, t.rsa_bits);
         set(&mut k.unavailable_after_ms, t.unavailable_after_ms);
+        set(&mut k.idle_poll_us, t.idle_poll_us);
         let (l, t) = (&mut self.log, top.log);
         set(&mut l.format, t.format);
         set(&mut l.level, t.level);
@@ -311,6 +316,7 @@ mod tests {
                 sessions: Some(1),
                 rsa_bits: Some(1),
                 unavailable_after_ms: Some(1),
+                idle_poll_us: Some(1),
             },
             log: LogSection {
                 format: Some("a".into()),

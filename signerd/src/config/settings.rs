@@ -95,6 +95,8 @@ pub struct Settings {
     pub rsa_bits: u32,
     /// How long a request waits for a token that is down before it answers UNAVAILABLE.
     pub unavailable_after: Duration,
+    /// The most an idle token worker polls the queue before it sleeps; zero: never.
+    pub idle_poll: Duration,
     /// Grace period for in-flight requests at shutdown.
     pub shutdown_grace: Duration,
     /// Log format.
@@ -312,6 +314,18 @@ impl FileConfig {
         }
         let unavailable_after = Duration::from_millis(unavailable_after_ms);
 
+        let idle_poll_us = self
+            .token
+            .idle_poll_us
+            .unwrap_or(defaults::IDLE_POLL.as_micros() as u64);
+        if idle_poll_us > defaults::IDLE_POLL_MAX.as_micros() as u64 {
+            errors.push(ConfigError(format!(
+                "token.idle_poll_us = {idle_poll_us}: use 0 (idle workers sleep at once) to {}",
+                defaults::IDLE_POLL_MAX.as_micros()
+            )));
+        }
+        let idle_poll = Duration::from_micros(idle_poll_us);
+
         let pin_override = match (&self.token.pin_file, &self.token.pin_env) {
             (Some(_), Some(_)) => {
                 errors.push(ConfigError(
@@ -434,6 +448,7 @@ impl FileConfig {
                 sessions: sessions as usize,
                 rsa_bits: rsa_bits as u32,
                 unavailable_after,
+                idle_poll,
                 shutdown_grace: self
                     .server
                     .shutdown_grace_secs
@@ -619,6 +634,26 @@ mod tests {
                 "admin.max_message_bytes = 10: use 1024 to 268435456",
                 "server.runtime_threads = 0: use 1 to 256, or leave it out for one per CPU",
             ]
+        );
+    }
+
+    #[test]
+    fn the_idle_poll_resolves_off_at_zero_and_is_checked() {
+        let s = FileConfig::default().resolve(false).unwrap();
+        assert_eq!(s.idle_poll, defaults::IDLE_POLL);
+        for us in [0, 1000] {
+            let mut cfg = FileConfig::default();
+            cfg.token.idle_poll_us = Some(us);
+            assert_eq!(
+                cfg.resolve(false).unwrap().idle_poll,
+                Duration::from_micros(us)
+            );
+        }
+        let mut cfg = FileConfig::default();
+        cfg.token.idle_poll_us = Some(1001);
+        assert_eq!(
+            messages(cfg.resolve(false).unwrap_err()),
+            ["token.idle_poll_us = 1001: use 0 (idle workers sleep at once) to 1000"]
         );
     }
 

@@ -10,15 +10,12 @@
 //! idle polls the queue for a while first, yielding its CPU to any thread with work.
 //!
 //! The window adapts to the gaps as the kernel's haltpoll governor adapts its own: it grows
-//! (doubling, from [`START`]) while jobs come within [`MAX`] of the queue going empty, and shrinks
-//! (halving, to nothing below [`START`]) when they come later. Sparse requests soon cost no
-//! polling at all; a worker polls at most once per spell of an empty queue.
+//! (doubling, from [`START`]) while jobs come within the most it may poll (`token.idle_poll_us`,
+//! 200 µs by default, as the kernel's own default for a guest) of the queue going empty, and
+//! shrinks (halving, to nothing below [`START`]) when they come later. Sparse requests soon cost
+//! no polling at all; a worker polls at most once per spell of an empty queue.
 
 use std::time::{Duration, Instant};
-
-/// The longest a worker polls, and the gap past which polling is not worth it: the kernel's own
-/// default for a guest's idle polling (`guest_halt_poll_ns`, 200 µs).
-pub(super) const MAX: Duration = Duration::from_micros(200);
 
 /// Where a window that had shrunk to nothing grows from again.
 pub(super) const START: Duration = Duration::from_micros(25);
@@ -26,7 +23,7 @@ pub(super) const START: Duration = Duration::from_micros(25);
 /// The polling window, kept under the queue's lock.
 #[derive(Debug)]
 pub(super) struct IdlePoll {
-    /// The most a worker polls; zero: never.
+    /// The most a worker polls, and the gap past which polling is not worth it; zero: never.
     max: Duration,
     /// How long the next worker to find the queue empty polls.
     window: Duration,
@@ -90,6 +87,8 @@ impl IdlePoll {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const MAX: Duration = crate::config::defaults::IDLE_POLL;
 
     #[test]
     fn the_window_grows_with_quick_jobs_and_shrinks_to_nothing_with_sparse_ones() {

@@ -21,8 +21,8 @@
 //! connection, so notary-server's one connection is never refused for its own burst); all lanes
 //! together up to [`TOTAL_PER_LANE_CAPACITY`] times that.
 //!
-//! **Idle polling.** The last worker to find the queue empty polls it for up to 200 µs,
-//! yielding its CPU, before it sleeps; the next job goes to it without a wake-up, and a core
+//! **Idle polling.** The last worker to find the queue empty polls it for up to
+//! `token.idle_poll_us` (200 µs by default), yielding its CPU, before it sleeps; the next job goes to it without a wake-up, and a core
 //! shared with the runtime thread does not go idle between one answer and the next request.
 //! The window adapts to the gaps between jobs and closes when they come sparsely
 //! ([`super::polling`]).
@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use signerd_token::{Token, TokenError};
 
-use super::polling::{self, IdlePoll};
+use super::polling::IdlePoll;
 
 /// Requests that may wait per worker before new ones are refused (RESOURCE_EXHAUSTED). A token signature takes tens
 /// of microseconds (SoftHSM) to tens of milliseconds (network HSMs); 64 waiting per worker keeps
@@ -338,12 +338,8 @@ impl TokenWorkers {
     /// lane; each owns a session of `token` (none in unit tests that run no token operation).
     /// A worker the token layer gives up on is replaced by a new thread (up to `count` stuck
     /// ones at a time).
-    pub(crate) fn start(count: usize, token: Option<Arc<Token>>) -> std::io::Result<TokenWorkers> {
-        TokenWorkers::start_polling(count, token, polling::MAX)
-    }
-
-    /// [`TokenWorkers::start`], with idle workers polling for up to `max_poll`.
-    fn start_polling(
+    /// The last worker to go idle polls the queue for up to `max_poll` before it sleeps.
+    pub(crate) fn start(
         count: usize,
         token: Option<Arc<Token>>,
         max_poll: Duration,
@@ -480,7 +476,7 @@ mod tests {
 
     #[tokio::test]
     async fn answers_come_back_from_the_workers() {
-        let workers = TokenWorkers::start(2, None).unwrap();
+        let workers = TokenWorkers::start(2, None, crate::config::defaults::IDLE_POLL).unwrap();
         let name = workers
             .execute(LOCAL_LANE, || {
                 Ok::<_, TokenError>(std::thread::current().name().map(str::to_owned))
@@ -493,7 +489,7 @@ mod tests {
     // Multi-threaded: the test blocks its own thread while the spawned requests get queued.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_full_queue_is_refused_at_once_and_work_resumes_after() {
-        let workers = TokenWorkers::start(1, None).unwrap();
+        let workers = TokenWorkers::start(1, None, crate::config::defaults::IDLE_POLL).unwrap();
         let (release, blocker) = hold_the_worker(&workers).await;
         // Fill the queue behind it.
         let queued: Vec<_> = (0..QUEUE_PER_WORKER)
@@ -553,7 +549,7 @@ mod tests {
     // request: the workers take the lanes in turn.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn lanes_take_turns_so_a_full_lane_does_not_starve_another() {
-        let workers = TokenWorkers::start(1, None).unwrap();
+        let workers = TokenWorkers::start(1, None, crate::config::defaults::IDLE_POLL).unwrap();
         let (release, blocker) = hold_the_worker(&workers).await;
         let order = Arc::new(Mutex::new(Vec::new()));
         let queue = |lane: u64, n: usize| {
@@ -599,7 +595,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_operation_fails_its_request_and_the_worker_stays() {
-        let workers = TokenWorkers::start(1, None).unwrap();
+        let workers = TokenWorkers::start(1, None, crate::config::defaults::IDLE_POLL).unwrap();
         let failed = workers
             .execute(LOCAL_LANE, || -> Result<(), TokenError> {
                 panic!("operation bug")
@@ -628,7 +624,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_polling_worker_takes_the_next_job_without_a_wakeup() {
-        let workers = TokenWorkers::start_polling(1, None, Duration::from_secs(30)).unwrap();
+        let workers = TokenWorkers::start(1, None, Duration::from_secs(30)).unwrap();
         until(&workers, "the idle worker polls", |q| {
             q.polling.load(Ordering::SeqCst)
         });
@@ -650,7 +646,7 @@ mod tests {
     // Multi-threaded: the first job holds its worker until the second one runs on the other.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_second_job_while_the_poller_is_busy_wakes_a_sleeping_worker() {
-        let workers = TokenWorkers::start_polling(2, None, Duration::from_secs(30)).unwrap();
+        let workers = TokenWorkers::start(2, None, Duration::from_secs(30)).unwrap();
         until(&workers, "an idle worker polls", |q| {
             q.polling.load(Ordering::SeqCst)
         });
@@ -686,7 +682,7 @@ mod tests {
 
     #[test]
     fn the_poller_takes_one_job_without_a_wakeup_and_the_next_job_wakes_a_worker() {
-        let queue = FairQueue::new(4, polling::MAX);
+        let queue = FairQueue::new(4, crate::config::defaults::IDLE_POLL);
         // As a worker that polls.
         queue.polling.store(true, Ordering::SeqCst);
         assert!(queue.push(LOCAL_LANE, Box::new(|| ())).is_ok());
@@ -702,7 +698,7 @@ mod tests {
 
     #[test]
     fn dropping_the_last_handle_joins_the_workers() {
-        let workers = TokenWorkers::start(3, None).unwrap();
+        let workers = TokenWorkers::start(3, None, crate::config::defaults::IDLE_POLL).unwrap();
         assert_eq!(workers.count(), 3);
         assert_eq!(workers.capacity(), 3 * QUEUE_PER_WORKER);
         drop(workers);
