@@ -68,6 +68,7 @@ impl KeyStore {
         tracing::info!(
             workers = workers.count(),
             queue = workers.capacity(),
+            idle_poll_us = idle_poll.as_micros() as u64,
             "token workers started"
         );
         let (state, serving) = watch::channel(token.is_up());

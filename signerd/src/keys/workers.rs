@@ -22,10 +22,10 @@
 //! together up to [`TOTAL_PER_LANE_CAPACITY`] times that.
 //!
 //! **Idle polling.** The last worker to find the queue empty polls it for up to
-//! `token.idle_poll_us` (200 µs by default), yielding its CPU, before it sleeps; the next job goes to it without a wake-up, and a core
-//! shared with the runtime thread does not go idle between one answer and the next request.
-//! The window adapts to the gaps between jobs and closes when they come sparsely
-//! ([`super::polling`]).
+//! `token.idle_poll_us` (200 µs by default), yielding its CPU, before it sleeps; the next job
+//! goes to it without a wake-up, and a core shared with the runtime thread does not go idle
+//! between one answer and the next request. The window adapts to the gaps between jobs and
+//! closes when they come sparsely ([`super::polling`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
