@@ -70,7 +70,12 @@ pub fn serve(args: &FloorArgs) -> Result<(), String> {
     runtime.block_on(async {
         let listener = signerd::server::bind(args.listen).await?;
         let limits = Limits::default();
-        let (_acceptor, incoming) = signerd::server::accept(listener, &tls, &limits);
+        let (_acceptor, incoming) = signerd::server::accept(
+            listener,
+            &tls,
+            &limits,
+            signerd::scheduling::Scheduling::new(),
+        );
         signerd::server::grpc_server(&limits)
             .add_service(SignerServer::new(FixedAnswer))
             .serve_with_incoming(incoming)

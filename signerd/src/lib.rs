@@ -17,6 +17,7 @@ pub mod admin_cli;
 pub mod audit;
 pub mod bootstrap;
 pub mod cli;
+pub mod coalesce;
 pub mod commands;
 pub mod config;
 pub mod devenv;

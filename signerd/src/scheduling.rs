@@ -71,6 +71,12 @@ impl Scheduling {
         }
     }
 
+    /// At most one connection is active: the runtime threads run under `SCHED_BATCH` and a
+    /// connection's answers are written together ([`crate::coalesce`]).
+    pub fn one_client(&self) -> bool {
+        !self.several.load(Ordering::Relaxed)
+    }
+
     /// The policy the runtime threads should run under now.
     pub fn wanted(&self) -> Policy {
         if self.several.load(Ordering::Relaxed) {

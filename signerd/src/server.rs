@@ -163,7 +163,7 @@ pub async fn serve(
         .add_optional_service(admin_on_tls);
 
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
-    let (_acceptor, incoming) = accept(listener, tls, &limits);
+    let (_acceptor, incoming) = accept(listener, tls, &limits, edge.scheduling());
     let mut server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = drain_rx.await;
     }));
@@ -231,10 +231,13 @@ pub fn grpc_server(limits: &Limits) -> Server {
 
 /// The connections `listener` accepts, handshaken under `tls` and held to `limits`, as a stream
 /// for [`Server::serve_with_incoming_shutdown`]; the acceptor stops when the guard is dropped.
+/// Their answers are written together while `scheduling` says one client is active
+/// ([`crate::coalesce`]).
 pub fn accept(
     listener: TcpListener,
     tls: &TlsMaterial,
     limits: &Limits,
+    scheduling: Scheduling,
 ) -> (
     AbortOnDrop,
     tokio_stream::wrappers::ReceiverStream<Result<PeerStream, std::io::Error>>,
@@ -249,6 +252,7 @@ pub fn accept(
             cap: ConnectionCap::new(limits.max_connections, limits.max_connections_per_peer),
             idle_timeout: limits.idle_timeout,
         },
+        scheduling,
         tx,
     )));
     (acceptor, tokio_stream::wrappers::ReceiverStream::new(rx))

@@ -7,7 +7,9 @@
 //!
 //! signerd accepts TLS itself ([`accept_loop`]): `TCP_NODELAY` on every socket, a handshake
 //! timeout, and the client certificate decoded once per connection into the connection's
-//! [`PeerInfo`], which tonic hands to every request on it (not decoded per request).
+//! [`PeerInfo`], which tonic hands to every request on it (not decoded per request); while one
+//! client is active its writes are coalesced ([`crate::coalesce`]), so the answers ready
+//! together leave together.
 //!
 //! Connections are capped ([`ConnectionCap`], total and per peer address, counted from accept
 //! to close, handshake included) so a flood cannot take the descriptors the token needs; one
@@ -36,8 +38,10 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::coalesce::Coalesced;
 use crate::config::TlsFiles;
 use crate::edge::identity::{Caller, CertIdentity, PeerInfo};
+use crate::scheduling::Scheduling;
 
 /// How long a client has to finish the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -271,7 +275,9 @@ pub struct ConnectionLimits {
 /// An accepted mutual-TLS connection and who is on it.
 #[derive(Debug)]
 pub struct PeerStream {
-    inner: tokio_rustls::server::TlsStream<TcpStream>,
+    /// Writes coalesced while one client is active ([`Coalesced`]): the answers ready in one
+    /// turn of the runtime leave in one TLS write.
+    inner: Coalesced<tokio_rustls::server::TlsStream<TcpStream>>,
     info: PeerInfo,
     idle_timeout: Duration,
     /// Fires once nothing has been read for `idle_timeout`.
@@ -354,12 +360,14 @@ impl AsyncWrite for PeerStream {
 
 /// Accepts connections on `listener` until the receiver is gone: `TCP_NODELAY`, the handshake
 /// (with the configuration in force when the connection came) within [`HANDSHAKE_TIMEOUT`] (each on its own task, so a slow client delays nobody), the
-/// client decoded once, then the connection handed to the server through `tx`. A connection
-/// over `limits.cap` is closed at once.
+/// client decoded once, then the connection handed to the server through `tx`, its writes
+/// coalesced while `scheduling` says one client is active. A connection over `limits.cap` is
+/// closed at once.
 pub async fn accept_loop(
     listener: TcpListener,
     config: LiveConfig,
     limits: ConnectionLimits,
+    scheduling: Scheduling,
     tx: tokio::sync::mpsc::Sender<Result<PeerStream, std::io::Error>>,
 ) {
     loop {
@@ -387,6 +395,7 @@ pub async fn accept_loop(
         // The configuration in force now: a reload reaches the next handshake.
         let acceptor = tokio_rustls::TlsAcceptor::from(config.current());
         let tx = tx.clone();
+        let scheduling = scheduling.clone();
         tokio::spawn(async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => {
@@ -401,7 +410,7 @@ pub async fn accept_loop(
                     let info = PeerInfo::new(remote, caller);
                     let silence = Box::pin(tokio::time::sleep(idle_timeout));
                     let stream = PeerStream {
-                        inner: tls,
+                        inner: Coalesced::new(tls, scheduling),
                         info,
                         idle_timeout,
                         silence,

@@ -196,6 +196,12 @@ impl Admission {
         Admission::with(self.inner.places, serving, Some(scheduling))
     }
 
+    /// What this admission tells how many connections are active (a fresh [`Scheduling`],
+    /// which always says one, when it tells none).
+    pub fn scheduling(&self) -> Scheduling {
+        self.inner.lock().scheduling.clone().unwrap_or_default()
+    }
+
     fn with(
         places: usize,
         serving: Option<tokio::sync::watch::Receiver<bool>>,

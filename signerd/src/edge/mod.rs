@@ -90,6 +90,11 @@ impl Edge {
         )
     }
 
+    /// What the admission tells how many connections are active on the Notary port.
+    pub fn scheduling(&self) -> crate::scheduling::Scheduling {
+        self.admission.scheduling()
+    }
+
     /// The policy in force (swapped on reload).
     pub fn policy(&self) -> &PolicyHandle {
         &self.policy
