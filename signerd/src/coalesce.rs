@@ -10,8 +10,9 @@
 //! one core).
 //!
 //! [`Coalesced`] makes the first write after each flush wait: it hands a waker to tokio's
-//! deferred wake-ups (what `tokio::task::yield_now` does), which the runtime wakes once it has
-//! run every ready task and polled its I/O driver, and returns `Pending` until then. The other
+//! deferred wake-ups (what `tokio::task::yield_now` does), which the runtime wakes at its next
+//! poll of the I/O driver (when no task is ready, or after 8 tasks: `server::runtime`), and
+//! returns `Pending` until then. The other
 //! streams' answers join the connection's buffer meanwhile, and the next write takes them all.
 //! Reads, flushes and shutdown pass straight through. On a runtime of one thread (signerd on
 //! one CPU) the write's task wakes itself instead: tokio queues it behind every task ready
@@ -69,15 +70,15 @@ enum Wait {
 enum Turn {
     /// No write since the last flush.
     Idle,
-    /// The write waits for the end of the turn: `waker` (handed to the runtime's deferred
-    /// wake-ups) says when.
+    /// The write waits for the end of the turn, which the [`TurnWaker`] (handed to the
+    /// runtime's deferred wake-ups) tells.
     Waiting(TurnWaker),
     /// The turn ended: writes go through until the next flush.
     Ended,
 }
 
 /// Woken by the runtime at the end of a turn; wakes the connection's task in turn.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct TurnWaker(Arc<TurnState>);
 
 #[derive(Debug, Default)]
@@ -106,8 +107,8 @@ impl TurnWaker {
         let state = Arc::new(TurnState::default());
         *state.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx.waker().clone());
         let waker = Waker::from(Arc::clone(&state));
-        // tokio's yield_now hands the waker to the runtime's deferred wake-ups (woken once
-        // it has run out of ready tasks and polled its I/O driver; at once outside a runtime).
+        // tokio's yield_now hands the waker to the runtime's deferred wake-ups (woken at its
+        // next poll of the I/O driver; at once outside a runtime).
         // Its first poll does that and nothing else; it is not polled again.
         let yielded = std::pin::pin!(tokio::task::yield_now());
         let _ = yielded.poll(&mut Context::from_waker(&waker));
