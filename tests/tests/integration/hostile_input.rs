@@ -338,9 +338,8 @@ struct FloodAnswers {
 
 /// 10,000 Signs at once on one connection until `stop` (each answered call replaced by a new
 /// one, so the load does not end when signerd has answered the first 10,000), from a thread
-/// and runtime of their own
-/// so the flood's client work does not starve the normal client's (in the test process, not
-/// signerd). The connection is made on that runtime too: a channel's connection task (tonic's
+/// and runtime of their own so the flood's client work does not starve the normal client's
+/// (in the test process, not signerd). The connection is made on that runtime too: a channel's connection task (tonic's
 /// buffer and h2's queue of streams waiting to open) runs on the runtime that connected it.
 /// At `stop` the calls still open are cancelled (RST_STREAM), as a client that gives up does.
 fn flood_thread(
