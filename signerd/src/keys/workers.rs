@@ -77,6 +77,9 @@ struct Lanes {
     closed: bool,
     /// How long a worker that finds the queue empty polls it before it sleeps.
     poll: IdlePoll,
+    /// Workers asleep on [`FairQueue::ready`]. A push wakes one only if there is one: with
+    /// every worker busy, waking the condition variable is a system call for no one.
+    sleeping: usize,
 }
 
 /// The fair queue between the request tasks and the worker threads.
@@ -91,8 +94,8 @@ struct FairQueue {
     polling: AtomicBool,
     /// Workers running a job now.
     busy: AtomicUsize,
-    /// Sleeping workers woken for a job (for the tests: a job handed to a polling worker wakes
-    /// none).
+    /// Sleeping workers woken for a job (for the tests: a job handed to a polling worker, or
+    /// pushed while no worker sleeps, wakes none).
     wakeups: AtomicUsize,
     per_lane: usize,
     total: usize,
@@ -107,6 +110,7 @@ impl FairQueue {
                 turns: VecDeque::new(),
                 closed: false,
                 poll: IdlePoll::new(max_poll),
+                sleeping: 0,
             }),
             ready: Condvar::new(),
             waiting: AtomicUsize::new(0),
@@ -149,8 +153,11 @@ impl FairQueue {
         let handed = self.polling.swap(false, Ordering::SeqCst);
         self.waiting.store(waiting + 1, Ordering::SeqCst);
         lanes.poll.on_job();
+        // A worker goes to sleep under the lock (the count, then the wait, which releases it),
+        // so one counted here is asleep or about to be, and the wake-up reaches it.
+        let wake = !handed && lanes.sleeping > 0;
         drop(lanes);
-        if !handed {
+        if wake {
             self.wakeups.fetch_add(1, Ordering::Relaxed);
             self.ready.notify_one();
         }
@@ -197,11 +204,13 @@ impl FairQueue {
                     continue;
                 }
             }
+            lanes.sleeping += 1;
             let (guard, timeout) = self
                 .ready
                 .wait_timeout(lanes, idle)
                 .unwrap_or_else(PoisonError::into_inner);
             lanes = guard;
+            lanes.sleeping -= 1;
             if timeout.timed_out() && lanes.turns.is_empty() {
                 return if lanes.closed {
                     Next::Closed
@@ -650,6 +659,7 @@ mod tests {
         until(&workers, "an idle worker polls", |q| {
             q.polling.load(Ordering::SeqCst)
         });
+        until(&workers, "the other sleeps", |q| q.lock().sleeping == 1);
         let woken = wakeups(&workers);
         let (ran, second_ran) = mpsc::channel::<()>();
         let first = {
@@ -683,7 +693,8 @@ mod tests {
     #[test]
     fn the_poller_takes_one_job_without_a_wakeup_and_the_next_job_wakes_a_worker() {
         let queue = FairQueue::new(4, crate::config::defaults::IDLE_POLL);
-        // As a worker that polls.
+        // As a worker that sleeps, and another that polls.
+        queue.lock().sleeping = 1;
         queue.polling.store(true, Ordering::SeqCst);
         assert!(queue.push(LOCAL_LANE, Box::new(|| ())).is_ok());
         assert_eq!(queue.wakeups.load(Ordering::SeqCst), 0);
@@ -694,6 +705,33 @@ mod tests {
         assert!(queue.push(LOCAL_LANE, Box::new(|| ())).is_ok());
         assert_eq!(queue.wakeups.load(Ordering::SeqCst), 1);
         assert_eq!(queue.waiting(), 2);
+    }
+
+    #[test]
+    fn a_job_pushed_while_no_worker_sleeps_wakes_none() {
+        let queue = FairQueue::new(4, crate::config::defaults::IDLE_POLL);
+        // Every worker busy: none polls, none sleeps.
+        for _ in 0..3 {
+            assert!(queue.push(LOCAL_LANE, Box::new(|| ())).is_ok());
+        }
+        assert_eq!(queue.wakeups.load(Ordering::SeqCst), 0);
+        assert_eq!(queue.waiting(), 3);
+    }
+
+    // Multi-threaded: the job is pushed from the runtime while the worker thread sleeps.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sleeping_worker_is_woken_for_a_job() {
+        // No polling: the idle worker goes straight to sleep.
+        let workers = TokenWorkers::start(1, None, Duration::ZERO).unwrap();
+        until(&workers, "the idle worker sleeps", |q| {
+            q.lock().sleeping == 1
+        });
+        let answer = workers
+            .execute(LOCAL_LANE, || Ok::<_, TokenError>(7))
+            .await
+            .unwrap();
+        assert_eq!(answer, 7);
+        assert_eq!(wakeups(&workers), 1);
     }
 
     #[test]
