@@ -29,6 +29,10 @@ pub struct RunArgs {
     /// Bytes of content per request.
     #[arg(long, default_value_t = 256)]
     pub content_len: usize,
+    /// HTTP/2 connections the requests in flight are spread over: 1 is notary-server's one
+    /// connection to its signer; more is a signer behind a load balancer, or several clients.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub connections: u16,
     /// CPU list (taskset -c) for the servers and the single-thread token loop.
     #[arg(long, default_value = "0")]
     pub server_cpus: String,
@@ -101,6 +105,7 @@ impl RunArgs {
     pub(crate) fn load(&self, in_flight: usize) -> Load {
         Load {
             in_flight,
+            connections: usize::from(self.connections),
             warmup: Duration::from_secs_f64(self.warmup),
             duration: Duration::from_secs_f64(self.duration),
             content_len: self.content_len,

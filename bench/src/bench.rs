@@ -364,8 +364,11 @@ async fn one_run(
     key: &BenchKey,
     load: Load,
 ) -> Result<RunResult, String> {
-    let channel = load::connect(server.addr, tls).await?;
-    load::run(&channel, server.pid(), key, load).await
+    let mut channels = Vec::with_capacity(load.connections);
+    for _ in 0..load.connections.max(1) {
+        channels.push(load::connect(server.addr, tls).await?);
+    }
+    load::run(&channels, server.pid(), key, load).await
 }
 
 /// Stops the servers (by PID, through their guards) and removes or keeps the temp dir.

@@ -1,6 +1,7 @@
 //! The gRPC load generator: ONE mutual-TLS HTTP/2 connection, as notary-server keeps to its
-//! signer, with a fixed number of `Sign` requests in flight on it (closed loop: each stream sends
-//! its next request when its answer arrives), for a fixed time after a warm-up.
+//! signer (or several, `--connections`, the streams spread over them in turn), with a fixed
+//! number of `Sign` requests in flight on it (closed loop: each stream sends its next request
+//! when its answer arrives), for a fixed time after a warm-up.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -98,8 +99,10 @@ pub async fn create_key(channel: &Channel, algorithm: &str) -> Result<BenchKey, 
 /// How one run loads the server.
 #[derive(Clone, Copy, Debug)]
 pub struct Load {
-    /// Requests in flight on the connection.
+    /// Requests in flight, on all connections together.
     pub in_flight: usize,
+    /// Connections the requests in flight are spread over.
+    pub connections: usize,
     /// Load before the measured window (connections warm, caches filled).
     pub warmup: Duration,
     /// The measured window.
@@ -173,9 +176,10 @@ struct StreamResult {
     samples: Vec<Sample>,
 }
 
-/// Runs `load` against `key` on the server behind `channel`, whose process is `server_pid`.
+/// Runs `load` against `key` on the server behind `channels` (stream `i` on channel `i` modulo
+/// their number), whose process is `server_pid`.
 pub async fn run(
-    channel: &Channel,
+    channels: &[Channel],
     server_pid: u32,
     key: &BenchKey,
     load: Load,
@@ -184,7 +188,7 @@ pub async fn run(
     let end = start + load.duration;
     let streams: Vec<_> = (0..load.in_flight)
         .map(|stream| {
-            let client = SignerClient::new(channel.clone());
+            let client = SignerClient::new(channels[stream % channels.len()].clone());
             let key_id = key.id.clone();
             tokio::spawn(stream_loop(
                 client,

@@ -279,8 +279,17 @@ pub fn table(results: &Results, args: &RunArgs) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\nsignerd-bench: {} repetition(s) of {} s (after {} s warm-up) per point; servers pinned to CPU {}, load generator to CPU {}; one mTLS HTTP/2 connection; {}-byte content. Rates are medians (min-max); latencies and CPU are medians.\n",
-        args.repetitions, args.duration, args.warmup, results.server_cpus, results.client_cpus, args.content_len
+        "\nsignerd-bench: {} repetition(s) of {} s (after {} s warm-up) per point; servers pinned to CPU {}, load generator to CPU {}; {}; {}-byte content. Rates are medians (min-max); latencies and CPU are medians.\n",
+        args.repetitions,
+        args.duration,
+        args.warmup,
+        results.server_cpus,
+        results.client_cpus,
+        match args.connections {
+            1 => "one mTLS HTTP/2 connection".to_owned(),
+            n => format!("{n} mTLS HTTP/2 connections, the requests in flight spread over them"),
+        },
+        args.content_len
     );
     let _ = writeln!(
         out,

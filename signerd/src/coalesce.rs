@@ -21,12 +21,13 @@
 //! threads it also wakes an idle thread to take the task (measured on two cores: 79-104 µs of
 //! CPU per request in 5 runs, against 77-85 without coalescing and 75-77 deferred).
 //!
-//! Only while one client is active on the Notary port ([`Scheduling::one_client`], as for the
-//! runtime threads' `SCHED_BATCH`; notary-server keeps one connection). Beside a connection
+//! Only while the active clients batch ([`Scheduling::batching`], as for the runtime threads'
+//! `SCHED_BATCH`): one connection alone (notary-server keeps one), or several that each keep
+//! more calls in flight than their share, evenly (behind a load balancer). Beside a connection
 //! that keeps thousands of streams busy, the run queue holds that connection's stream tasks,
 //! and a quieter client's answer would wait behind all of them: in `hostile_input` the quieter
 //! client kept 44-92 % of its rate with every connection coalesced, against 64-82 % without.
-//! With several clients active, writes go straight through.
+//! With a lighter client active beside another, writes go straight through.
 //!
 //! Measured side by side (one core, one connection, 32 in flight, README "Performance"): a
 //! quarter of a `writev` per request instead of one, and the runtime thread's CPU per request
@@ -43,11 +44,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use crate::scheduling::Scheduling;
 
 /// An I/O stream whose first write after each flush waits for the runtime's turn to end while
-/// one client is active.
+/// the active clients batch.
 #[derive(Debug)]
 pub struct Coalesced<T> {
     inner: T,
-    /// Says whether one client is active.
+    /// Says whether the active clients batch.
     scheduling: Scheduling,
     /// How a write waits for the end of the turn.
     wait: Wait,
@@ -127,7 +128,7 @@ impl TurnWaker {
 }
 
 impl<T> Coalesced<T> {
-    /// Wraps `inner`, coalescing while `scheduling` says one client is active. How a write
+    /// Wraps `inner`, coalescing while `scheduling` says the active clients batch. How a write
     /// waits depends on the runtime's threads (called within it; outside one, deferred).
     pub fn new(inner: T, scheduling: Scheduling) -> Self {
         let one_thread = tokio::runtime::Handle::try_current()
@@ -145,11 +146,11 @@ impl<T> Coalesced<T> {
     }
 
     /// `Pending` from the first write after a flush until the runtime's turn ends (the task is
-    /// woken then), `Ready` after that; `Ready` at once while several clients are active.
+    /// woken then), `Ready` after that; `Ready` at once while the active clients do not batch.
     fn take_turn(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         match &self.turn {
             Turn::Ended => Poll::Ready(()),
-            Turn::Idle if !self.scheduling.one_client() => Poll::Ready(()),
+            Turn::Idle if !self.scheduling.batching() => Poll::Ready(()),
             Turn::Idle if self.wait == Wait::Requeue => {
                 // Polled again once the tasks queued now have run.
                 cx.waker().wake_by_ref();
@@ -304,7 +305,7 @@ mod tests {
     }
 
     #[test]
-    fn with_several_clients_active_writes_go_straight_through() {
+    fn with_a_lighter_client_beside_another_writes_go_straight_through() {
         let sink = Sink::default();
         let writes = Arc::clone(&sink.writes);
         let scheduling = Scheduling::new();
@@ -313,18 +314,15 @@ mod tests {
         let waker = Waker::from(Arc::clone(&counter));
         let mut cx = Context::from_waker(&waker);
 
-        scheduling.clients_active(2);
+        scheduling.set_batching(false);
         let first = Pin::new(&mut stream).poll_write(&mut cx, b"one");
         assert!(matches!(first, Poll::Ready(Ok(3))), "no turn yielded");
         assert!(Pin::new(&mut stream).poll_flush(&mut cx).is_ready());
         assert_eq!(counter.0.load(Ordering::SeqCst), 0);
 
-        scheduling.clients_active(1);
+        scheduling.set_batching(true);
         let alone = Pin::new(&mut stream).poll_write(&mut cx, b"two");
-        assert!(
-            alone.is_pending(),
-            "one client again: writes coalesce again"
-        );
+        assert!(alone.is_pending(), "batching again: writes coalesce again");
         assert_eq!(*writes.lock().unwrap(), vec![b"one".to_vec()]);
     }
 

@@ -1,5 +1,6 @@
-//! The runtime threads' CPU scheduling policy: `SCHED_BATCH` while one client is active on the
-//! Notary port, the default `SCHED_OTHER` while several are.
+//! The runtime threads' CPU scheduling policy: `SCHED_BATCH` while the clients active on the
+//! Notary port batch well (one alone, or several that each keep more calls waiting than their
+//! share, evenly), the default `SCHED_OTHER` while a lighter client is active beside another.
 //!
 //! A token worker that finishes a signature wakes a runtime thread to send the answer. Under
 //! `SCHED_OTHER` the woken runtime thread preempts the worker at once when both share a core,
@@ -13,11 +14,15 @@
 //! The price is latency for a client beside another: its call waits up to a time slice behind
 //! a busy worker instead of preempting it, and a light client beside a connection that keeps
 //! 10,000 streams open kept 52-65 % of its rate instead of 61-68 % (`hostile_input`). So the
-//! runtime threads run under `SCHED_BATCH` only while at most one connection is active on the
-//! Notary port (notary-server keeps one), and under `SCHED_OTHER` as soon as a second one is:
-//! the admission layer ([`crate::edge::admission`]), which counts the active connections
-//! anyway, says which ([`Scheduling::clients_active`]), and each runtime thread follows when it
-//! wakes ([`Scheduling::follow`], one relaxed atomic load; a system call only on a change).
+//! runtime threads run under `SCHED_BATCH` only while the active clients batch
+//! ([`Scheduling::batching`]): one connection alone (notary-server keeps one), or several
+//! that each want more than their share of the places, none more than twice what another
+//! wants (a signer behind a load balancer, or several notary-servers, under load: all of them
+//! throughput-bound, none waiting on its own behind another's calls). Otherwise, with a lighter
+//! client beside another, they run under `SCHED_OTHER`. The admission layer
+//! ([`crate::edge::admission`]), which counts each connection's calls anyway, says which
+//! ([`Scheduling::set_batching`]), and each runtime thread follows when it wakes
+//! ([`Scheduling::follow`], one relaxed atomic load; a system call only on a change).
 //!
 //! The nice value is kept. Threads started from a runtime thread inherit its policy (tokio's
 //! blocking pool): `SCHED_BATCH` changes nothing for a thread that does not share a core with
@@ -34,11 +39,13 @@ use thread_priority::unix::{
 };
 use thread_priority::{ThreadPriority, ThreadPriorityValue};
 
-/// Whether several clients are active, shared by the admission layer (which sets it) and the
-/// runtime threads (which follow it). Cheap to clone.
+/// Whether the active clients batch, shared by the admission layer (which sets it), the
+/// runtime threads (which follow it) and each connection's writes ([`crate::coalesce`]).
+/// Cheap to clone.
 #[derive(Clone, Debug, Default)]
 pub struct Scheduling {
-    several: Arc<AtomicBool>,
+    /// A lighter client is active beside another: latency first.
+    mixed: Arc<AtomicBool>,
 }
 
 /// What a thread runs under.
@@ -58,28 +65,27 @@ thread_local! {
 }
 
 impl Scheduling {
-    /// Starts with one client (or none) active: `SCHED_BATCH`.
+    /// Starts with one client (or none) active: batching.
     pub fn new() -> Scheduling {
         Scheduling::default()
     }
 
-    /// `count` connections are active on the Notary port now.
-    pub fn clients_active(&self, count: usize) {
-        let several = count > 1;
-        if self.several.load(Ordering::Relaxed) != several {
-            self.several.store(several, Ordering::Relaxed);
+    /// Whether the clients active on the Notary port now batch (see the module's words).
+    pub fn set_batching(&self, batching: bool) {
+        if self.mixed.load(Ordering::Relaxed) == batching {
+            self.mixed.store(!batching, Ordering::Relaxed);
         }
     }
 
-    /// At most one connection is active: the runtime threads run under `SCHED_BATCH` and a
+    /// The active clients batch: the runtime threads run under `SCHED_BATCH` and a
     /// connection's answers are written together ([`crate::coalesce`]).
-    pub fn one_client(&self) -> bool {
-        !self.several.load(Ordering::Relaxed)
+    pub fn batching(&self) -> bool {
+        !self.mixed.load(Ordering::Relaxed)
     }
 
     /// The policy the runtime threads should run under now.
     pub fn wanted(&self) -> Policy {
-        if self.several.load(Ordering::Relaxed) {
+        if self.mixed.load(Ordering::Relaxed) {
             Policy::Other
         } else {
             Policy::Batch
@@ -146,19 +152,27 @@ mod tests {
     }
 
     #[test]
-    fn a_thread_follows_the_count_of_clients_and_keeps_its_nice_value() {
+    fn a_thread_follows_whether_the_clients_batch_and_keeps_its_nice_value() {
         let scheduling = Scheduling::new();
         let s = scheduling.clone();
         std::thread::spawn(move || {
             let nice = own_nice().unwrap();
             s.follow();
             assert_eq!(current_policy(), Some(Policy::Batch), "one client: batch");
-            s.clients_active(2);
+            s.set_batching(false);
             s.follow();
-            assert_eq!(current_policy(), Some(Policy::Other), "two clients: other");
-            s.clients_active(1);
+            assert_eq!(
+                current_policy(),
+                Some(Policy::Other),
+                "mixed clients: other"
+            );
+            s.set_batching(true);
             s.follow();
-            assert_eq!(current_policy(), Some(Policy::Batch), "one again: batch");
+            assert_eq!(
+                current_policy(),
+                Some(Policy::Batch),
+                "batching again: batch"
+            );
             assert_eq!(own_nice().unwrap(), nice, "the nice value is kept");
         })
         .join()

@@ -68,7 +68,7 @@ pub fn spawn_policy_reload(
 /// pinned to one core runs one), and a small blocking pool. Token work runs on the token
 /// workers, not here, so the pool only serves the rare blocking call (a file read); tokio's
 /// default of 512 threads would only hide a mistake. Each worker follows `scheduling` when it
-/// wakes (`SCHED_BATCH` while one client is active, [`crate::scheduling`]).
+/// wakes (`SCHED_BATCH` while the active clients batch, [`crate::scheduling`]).
 pub fn runtime(
     threads: Option<usize>,
     scheduling: &Scheduling,
@@ -231,7 +231,7 @@ pub fn grpc_server(limits: &Limits) -> Server {
 
 /// The connections `listener` accepts, handshaken under `tls` and held to `limits`, as a stream
 /// for [`Server::serve_with_incoming_shutdown`]; the acceptor stops when the guard is dropped.
-/// Their answers are written together while `scheduling` says one client is active
+/// Their answers are written together while `scheduling` says the active clients batch
 /// ([`crate::coalesce`]).
 pub fn accept(
     listener: TcpListener,

@@ -275,7 +275,7 @@ pub struct ConnectionLimits {
 /// An accepted mutual-TLS connection and who is on it.
 #[derive(Debug)]
 pub struct PeerStream {
-    /// Writes coalesced while one client is active ([`Coalesced`]): the answers ready in one
+    /// Writes coalesced while the active clients batch ([`Coalesced`]): the answers ready in one
     /// turn of the runtime leave in one TLS write.
     inner: Coalesced<tokio_rustls::server::TlsStream<TcpStream>>,
     info: PeerInfo,
@@ -361,7 +361,7 @@ impl AsyncWrite for PeerStream {
 /// Accepts connections on `listener` until the receiver is gone: `TCP_NODELAY`, the handshake
 /// (with the configuration in force when the connection came) within [`HANDSHAKE_TIMEOUT`] (each on its own task, so a slow client delays nobody), the
 /// client decoded once, then the connection handed to the server through `tx`, its writes
-/// coalesced while `scheduling` says one client is active. A connection over `limits.cap` is
+/// coalesced while `scheduling` says the active clients batch. A connection over `limits.cap` is
 /// closed at once.
 pub async fn accept_loop(
     listener: TcpListener,

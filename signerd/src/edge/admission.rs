@@ -13,9 +13,11 @@
 //! streams full must not take its places then, or that client's calls wait behind its own on
 //! the runtime. One connection alone (notary-server) still gets every place.
 //!
-//! The count of active lanes also sets the runtime threads' CPU policy
-//! ([`Admission::informing`], [`crate::scheduling`]): `SCHED_BATCH` while one lane is active,
-//! `SCHED_OTHER` while several are.
+//! The active lanes also set the runtime threads' CPU policy and whether a connection's
+//! answers are written together ([`Admission::informing`], [`crate::scheduling`],
+//! [`crate::coalesce`]): batching while one lane is active, or several that each want more
+//! than their share of the places (they hold it and more calls wait), none more than twice
+//! what another wants; not while a lighter lane is active beside another.
 //!
 //! Waiting calls are bounded by the HTTP/2 limits (`server.max_concurrent_streams` per
 //! connection, `server.max_connections`) and by `server.request_timeout`; no lock is held
@@ -66,7 +68,8 @@ struct State {
     /// Lanes that neither hold nor wait now, with when they freed their last place: still
     /// active until [`RECENT`] after that.
     recent: HashMap<u64, Instant>,
-    /// Told how many lanes are active (the runtime threads' CPU policy follows it).
+    /// Told whether the active lanes batch (the runtime threads' CPU policy and the
+    /// coalescing of answers follow it).
     scheduling: Option<Scheduling>,
 }
 
@@ -112,15 +115,40 @@ impl State {
             && !self.waiting.contains_key(&lane)
             && !self.recent.contains_key(&lane);
         let active = active + usize::from(newcomer);
-        self.inform(active);
-        share_of(places, active)
+        let share = share_of(places, active);
+        self.inform(active, share, newcomer);
+        share
     }
 
-    /// Tells [`State::scheduling`] how many lanes are active.
-    fn inform(&self, active: usize) {
+    /// Tells [`State::scheduling`] whether the `active` lanes batch: one alone, or each
+    /// wanting more than its `share`, evenly; never beside a `newcomer` (wanting one call).
+    fn inform(&self, active: usize, share: usize, newcomer: bool) {
         if let Some(scheduling) = &self.scheduling {
-            scheduling.clients_active(active);
+            scheduling.set_batching(active <= 1 || (!newcomer && self.saturated_evenly(share)));
         }
+    }
+
+    /// Every active lane wants more than `share` places (calls held and waiting), and none
+    /// more than twice what another wants: lanes behind a load balancer, or several busy
+    /// notary-servers. A lane quiet between its calls wants none.
+    fn saturated_evenly(&self, share: usize) -> bool {
+        if !self.recent.is_empty() {
+            return false;
+        }
+        let wants =
+            |lane: &u64| self.holds(*lane) + self.waiting.get(lane).map_or(0, VecDeque::len);
+        let (mut least, mut most) = (usize::MAX, 0);
+        let lanes = self.held.keys().chain(
+            self.waiting
+                .keys()
+                .filter(|lane| !self.held.contains_key(lane)),
+        );
+        for lane in lanes {
+            let wanted = wants(lane);
+            least = least.min(wanted);
+            most = most.max(wanted);
+        }
+        least > share && most <= least.saturating_mul(2)
     }
 
     fn holds(&self, lane: u64) -> usize {
@@ -139,8 +167,8 @@ impl State {
         // Every lane in turn waits, so is active; the share is counted once (a lane that goes
         // idle meanwhile, its waiters cancelled, widens it from the next release on).
         let active = self.active();
-        self.inform(active);
         let share = share_of(places, active);
+        self.inform(active, share, false);
         let mut skipped = 0;
         while self.free > 0 && skipped < self.turns.len() {
             let Some(lane) = self.turns.pop_front() else {
@@ -189,15 +217,15 @@ impl Admission {
         Admission::with(self.inner.places, Some(serving), scheduling)
     }
 
-    /// The same admission, telling `scheduling` how many connections are active (the runtime
-    /// threads run under `SCHED_BATCH` while one is, [`crate::scheduling`]).
+    /// The same admission, telling `scheduling` whether the active connections batch (the
+    /// runtime threads run under `SCHED_BATCH` while they do, [`crate::scheduling`]).
     pub fn informing(self, scheduling: Scheduling) -> Admission {
         let serving = self.inner.serving.clone();
         Admission::with(self.inner.places, serving, Some(scheduling))
     }
 
-    /// What this admission tells how many connections are active (a fresh [`Scheduling`],
-    /// which always says one, when it tells none).
+    /// What this admission tells whether the active connections batch (a fresh
+    /// [`Scheduling`], which always says they do, when it tells none).
     pub fn scheduling(&self) -> Scheduling {
         self.inner.lock().scheduling.clone().unwrap_or_default()
     }
@@ -447,8 +475,8 @@ mod tests {
         }
     }
 
-    /// The scheduling is told "several" while a second lane is active, and "one" once that
-    /// lane has been quiet for [`RECENT`].
+    /// The scheduling is told the lanes do not batch while a second, light lane is active, and
+    /// that they do once that lane has been quiet for [`RECENT`].
     #[tokio::test]
     async fn the_scheduling_follows_the_active_lanes() {
         let scheduling = Scheduling::new();
@@ -474,6 +502,45 @@ mod tests {
         assert_eq!(scheduling.wanted(), batch, "lane 2 quiet");
         for (done, task) in [(first, first_task), (again, again_task)] {
             done.send(()).unwrap();
+            task.await.unwrap();
+        }
+    }
+
+    /// Lanes that each want more than their share, evenly, batch; a lighter lane beside them
+    /// (a newcomer, or one wanting less than half of another) does not.
+    #[tokio::test]
+    async fn even_saturated_lanes_batch_and_a_lighter_lane_beside_them_does_not() {
+        let scheduling = Scheduling::new();
+        // Four places: a share of two each for two lanes.
+        let admission = Admission::new(4).informing(scheduling.clone());
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut calls = Vec::new();
+        let mut add = |lane, count| {
+            calls.extend((0..count).map(|_| hold(&admission, lane, &order)));
+        };
+        add(1, 8);
+        settle().await;
+        assert!(scheduling.batching(), "one lane alone");
+        add(2, 1);
+        settle().await;
+        assert!(
+            !scheduling.batching(),
+            "lane 2 wants one call beside lane 1's eight"
+        );
+        add(2, 2);
+        settle().await;
+        assert!(
+            !scheduling.batching(),
+            "lane 2 wants three, over its share but less than half of lane 1's eight"
+        );
+        add(2, 3);
+        settle().await;
+        assert!(scheduling.batching(), "eight and six, over a share of two");
+        add(3, 1);
+        settle().await;
+        assert!(!scheduling.batching(), "a third lane arrives with one call");
+        for (done, task) in calls {
+            drop(done);
             task.await.unwrap();
         }
     }

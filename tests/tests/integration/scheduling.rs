@@ -1,8 +1,10 @@
 //! signerd's runtime threads run under `SCHED_BATCH` while one connection signs on the Notary
 //! port (notary-server's one connection: answers are sent in batches, README "Performance"),
-//! and under `SCHED_OTHER` as soon as a second connection signs beside it (a light client's
+//! and under `SCHED_OTHER` as soon as a lighter connection signs beside it (a light client's
 //! calls then preempt a busy token worker, so it keeps its share; `hostile_input`), and back
-//! once the second one is quiet. Read from `/proc/PID/task/*/stat` (the policy field).
+//! once the second one is quiet. Connections that each keep more calls in flight than their
+//! share of signerd's places, evenly (a signer behind a load balancer), batch too. Read from
+//! `/proc/PID/task/*/stat` (the policy field).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -63,7 +65,7 @@ async fn until_all(pid: u32, policy: u32, what: &str) {
     }
 }
 
-/// A connection that signs, 4 calls in flight, until stopped.
+/// A connection that signs, a number of calls in flight, until stopped.
 struct Signing {
     stop: Arc<AtomicBool>,
     done: Arc<AtomicU64>,
@@ -71,11 +73,11 @@ struct Signing {
 }
 
 impl Signing {
-    fn start(channel: Channel, id: &str) -> Signing {
+    fn start(channel: Channel, id: &str, in_flight: usize) -> Signing {
         let stop = Arc::new(AtomicBool::new(false));
         let done = Arc::new(AtomicU64::new(0));
         let mut calls = tokio::task::JoinSet::new();
-        for _ in 0..4 {
+        for _ in 0..in_flight {
             let mut client = SignerClient::new(channel.clone());
             let id = id.to_owned();
             let stop = Arc::clone(&stop);
@@ -117,7 +119,7 @@ impl Signing {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn runtime_threads_batch_with_one_client_and_not_with_two() {
+async fn runtime_threads_batch_with_one_client_or_even_heavy_ones_and_not_beside_a_light_one() {
     let dir = TestDir::new("scheduling").unwrap();
     let pki = TestPki::generate(dir.path()).unwrap();
     let token = TestToken::create(dir.path()).unwrap();
@@ -137,15 +139,39 @@ async fn runtime_threads_batch_with_one_client_and_not_with_two() {
         .into_inner();
     let id = created.key_info.unwrap().key_id.unwrap().id;
 
-    let first = Signing::start(signerd.channel().await.unwrap(), &id);
+    let first = Signing::start(signerd.channel().await.unwrap(), &id, LIGHT);
     first.until_signed(10).await;
     until_all(pid, SCHED_BATCH, "one connection signing").await;
 
-    let second = Signing::start(signerd.channel().await.unwrap(), &id);
+    let second = Signing::start(signerd.channel().await.unwrap(), &id, LIGHT);
     second.until_signed(10).await;
     until_all(pid, SCHED_OTHER, "two connections signing").await;
 
     second.stop().await;
     until_all(pid, SCHED_BATCH, "the second connection quiet again").await;
+
+    // Two connections that each keep more calls in flight than their share, beside the light
+    // one: it still has the runtime threads under SCHED_OTHER; once it is quiet, the two
+    // batch.
+    let heavy = [
+        Signing::start(signerd.channel().await.unwrap(), &id, HEAVY),
+        Signing::start(signerd.channel().await.unwrap(), &id, HEAVY),
+    ];
+    for connection in &heavy {
+        connection.until_signed(10).await;
+    }
+    until_all(pid, SCHED_OTHER, "a light connection beside two heavy ones").await;
     first.stop().await;
+    until_all(pid, SCHED_BATCH, "two heavy connections, evenly").await;
+    for connection in heavy {
+        connection.stop().await;
+    }
 }
+
+/// Calls in flight on a light connection: within its share of signerd's places with two
+/// connections active (4 per token worker plus one per core: 9 on one core, 14 on two).
+const LIGHT: usize = 4;
+
+/// Calls in flight on a heavy connection: over its share of signerd's places with two
+/// connections active on any machine this runs on (24 places on 4 cores, 12 each).
+const HEAVY: usize = 48;
