@@ -49,16 +49,28 @@ pub struct Admission {
 #[derive(Debug)]
 struct Shared {
     state: Mutex<State>,
-    places: usize,
+    places: Places,
     /// Whether the token is up. While it is down no call waits for a place: each goes straight
     /// on to the key store, which answers UNAVAILABLE within `token.unavailable_after_ms`;
     /// places held by calls that wait out that bound must not add a second wait to it.
     serving: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
+/// How many key operations run at once: more while the active lanes batch (longer batches for
+/// the token workers, fewer thread switches), fewer while a lighter lane is active beside
+/// another (its calls wait behind fewer of the others').
+#[derive(Clone, Copy, Debug)]
+struct Places {
+    batching: usize,
+    mixed: usize,
+}
+
 #[derive(Debug, Default)]
 struct State {
+    /// Places free, of [`Places::batching`].
     free: usize,
+    /// Of the free places, those closed while the lanes do not batch.
+    closed: usize,
     /// Calls waiting, one FIFO per lane.
     waiting: HashMap<u64, VecDeque<oneshot::Sender<()>>>,
     /// Lanes with calls waiting, in the order of their next turn.
@@ -72,6 +84,20 @@ struct State {
     /// coalescing of answers follow it).
     scheduling: Option<Scheduling>,
 }
+
+/// Places per token worker while the active lanes batch. Each batch of work the runtime thread
+/// hands the workers is at most the places, so the count sets how often a core shared by the
+/// runtime thread and the workers switches between them: with 8 rather than 4, signerd pinned
+/// to one core switched half as often (0.12 context switches per ECDSA request against
+/// 0.23-0.25) and its runtime thread spent 14.3-16.8 µs per request against 16.3-20.3 (README
+/// "Performance").
+pub const PLACES_PER_WORKER: usize = 8;
+
+/// Places per token worker while a lighter lane is active beside another: with 8, a
+/// connection that keeps its streams full held twice as many places beside `hostile_input`'s
+/// normal client, whose share of its own rate fell to 57-85 % (median 64 %, 10 runs) from
+/// 67-81 % (median 71 %).
+pub const MIXED_PLACES_PER_WORKER: usize = 4;
 
 /// How long a lane that freed its last place still counts as active. A client with a few calls
 /// in flight holds no place for a moment between its calls (its network round trip and its
@@ -109,23 +135,33 @@ impl State {
 
     /// The most places `lane` may hold now: its share among the active lanes, `lane` counted
     /// among them.
-    fn share(&mut self, places: usize, lane: u64) -> usize {
+    fn share(&mut self, places: Places, lane: u64) -> usize {
         let active = self.active();
         let newcomer = !self.held.contains_key(&lane)
             && !self.waiting.contains_key(&lane)
             && !self.recent.contains_key(&lane);
         let active = active + usize::from(newcomer);
-        let share = share_of(places, active);
-        self.inform(active, share, newcomer);
-        share
+        let open = self.decide(places, active, newcomer);
+        share_of(open, active)
     }
 
-    /// Tells [`State::scheduling`] whether the `active` lanes batch: one alone, or each
-    /// wanting more than its `share`, evenly; never beside a `newcomer` (wanting one call).
-    fn inform(&self, active: usize, share: usize, newcomer: bool) {
+    /// Whether the `active` lanes batch: one alone, or each wanting more than its share of
+    /// the batching places, evenly; never beside a `newcomer` (wanting one call). Tells
+    /// [`State::scheduling`], closes the places beyond the mixed count while they do not, and
+    /// returns how many are open.
+    fn decide(&mut self, places: Places, active: usize, newcomer: bool) -> usize {
+        let batching =
+            active <= 1 || (!newcomer && self.saturated_evenly(share_of(places.batching, active)));
         if let Some(scheduling) = &self.scheduling {
-            scheduling.set_batching(active <= 1 || (!newcomer && self.saturated_evenly(share)));
+            scheduling.set_batching(batching);
         }
+        let open = if batching {
+            places.batching
+        } else {
+            places.mixed
+        };
+        self.closed = places.batching - open;
+        open
     }
 
     /// Every active lane wants more than `share` places (calls held and waiting), and none
@@ -163,14 +199,14 @@ impl State {
 
     /// Hands free places to the waiting lanes in turn, skipping (but keeping the turn of) a
     /// lane that holds its share.
-    fn dispatch(&mut self, places: usize) {
+    fn dispatch(&mut self, places: Places) {
         // Every lane in turn waits, so is active; the share is counted once (a lane that goes
         // idle meanwhile, its waiters cancelled, widens it from the next release on).
         let active = self.active();
-        let share = share_of(places, active);
-        self.inform(active, share, false);
+        let open = self.decide(places, active, false);
+        let share = share_of(open, active);
         let mut skipped = 0;
-        while self.free > 0 && skipped < self.turns.len() {
+        while self.free > self.closed && skipped < self.turns.len() {
             let Some(lane) = self.turns.pop_front() else {
                 break;
             };
@@ -208,7 +244,14 @@ pub struct Admitted {
 impl Admission {
     /// `places` operations at once (at least one).
     pub fn new(places: usize) -> Admission {
-        Admission::with(places, None, None)
+        Admission::with(
+            Places {
+                batching: places,
+                mixed: places,
+            },
+            None,
+            None,
+        )
     }
 
     /// The same admission, letting every call through while `serving` says the token is down.
@@ -231,15 +274,19 @@ impl Admission {
     }
 
     fn with(
-        places: usize,
+        places: Places,
         serving: Option<tokio::sync::watch::Receiver<bool>>,
         scheduling: Option<Scheduling>,
     ) -> Admission {
-        let places = places.max(1);
+        let batching = places.batching.max(1);
+        let places = Places {
+            batching,
+            mixed: places.mixed.clamp(1, batching),
+        };
         Admission {
             inner: Arc::new(Shared {
                 state: Mutex::new(State {
-                    free: places,
+                    free: places.batching,
                     scheduling,
                     ..State::default()
                 }),
@@ -249,18 +296,26 @@ impl Admission {
         }
     }
 
-    /// The places for a server whose token has `workers` workers: each worker busy with one
-    /// operation while three more per worker are read, queued and answered, plus one per core
-    /// (10 with 2 workers on 2 cores): one connection alone keeps the token busy, and a client
-    /// with 128 streams open still holds only its turn's share.
+    /// The places for a server whose token has `workers` workers: [`PLACES_PER_WORKER`] per
+    /// worker while the lanes batch, [`MIXED_PLACES_PER_WORKER`] while a lighter one is active
+    /// beside another (one operation signing while the others are read, queued and answered),
+    /// plus one per core (26 and 14 with 3 workers on 2 cores): one connection alone keeps the
+    /// token busy, and a client with 128 streams open still holds only its turn's share.
     pub fn for_workers(workers: usize) -> Admission {
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
-        Admission::new(4 * workers + cores)
+        Admission::with(
+            Places {
+                batching: PLACES_PER_WORKER * workers + cores,
+                mixed: MIXED_PLACES_PER_WORKER * workers + cores,
+            },
+            None,
+            None,
+        )
     }
 
-    /// Operations that may run at once.
+    /// Operations that may run at once while the lanes batch (fewer while they do not).
     pub fn places(&self) -> usize {
-        self.inner.places
+        self.inner.places.batching
     }
 
     /// Waits for a place in `lane`'s turn; `None` (no place needed) while the token is down.
@@ -271,9 +326,9 @@ impl Admission {
         }
         let receiver = {
             let mut state = self.inner.lock();
-            if state.free > 0
-                && state.turns.is_empty()
+            if state.turns.is_empty()
                 && state.holds(lane.0) < state.share(self.inner.places, lane.0)
+                && state.free > state.closed
             {
                 state.take(lane.0);
                 return Some(Admitted {
@@ -541,6 +596,54 @@ mod tests {
         assert!(!scheduling.batching(), "a third lane arrives with one call");
         for (done, task) in calls {
             drop(done);
+            task.await.unwrap();
+        }
+    }
+
+    /// Beside a lighter lane only the mixed count of places is open: a place freed while more
+    /// than that are held stays closed.
+    #[tokio::test]
+    async fn beside_a_lighter_lane_only_the_mixed_places_are_open() {
+        let admission = Admission::with(
+            Places {
+                batching: 4,
+                mixed: 2,
+            },
+            None,
+            None,
+        );
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut first: Vec<_> = (0..4).map(|_| hold(&admission, 1, &order)).collect();
+        settle().await;
+        assert_eq!(
+            order.lock().unwrap().len(),
+            4,
+            "alone, lane 1 batches: 4 places"
+        );
+        let (second, second_task) = hold(&admission, 2, &order);
+        settle().await;
+        for held in [3, 2] {
+            let (done, task) = first.pop().unwrap();
+            done.send(()).unwrap();
+            task.await.unwrap();
+            settle().await;
+            assert_eq!(
+                *order.lock().unwrap(),
+                vec![1; 4],
+                "{held} held by lane 1, of 2 open beside lane 2: the freed place stays closed"
+            );
+        }
+        let (done, task) = first.pop().unwrap();
+        done.send(()).unwrap();
+        task.await.unwrap();
+        settle().await;
+        assert_eq!(
+            *order.lock().unwrap(),
+            vec![1, 1, 1, 1, 2],
+            "one held, one open"
+        );
+        for (done, task) in first.into_iter().chain([(second, second_task)]) {
+            done.send(()).unwrap();
             task.await.unwrap();
         }
     }

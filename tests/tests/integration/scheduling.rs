@@ -169,9 +169,10 @@ async fn runtime_threads_batch_with_one_client_or_even_heavy_ones_and_not_beside
 }
 
 /// Calls in flight on a light connection: within its share of signerd's places with two
-/// connections active (4 per token worker plus one per core: 9 on one core, 14 on two).
+/// connections active (8 per token worker plus one per core while they batch: 17 on one core,
+/// 26 on two).
 const LIGHT: usize = 4;
 
 /// Calls in flight on a heavy connection: over its share of signerd's places with two
-/// connections active on any machine this runs on (24 places on 4 cores, 12 each).
+/// connections active on any machine this runs on (44 places on 4 cores, 22 each).
 const HEAVY: usize = 48;
