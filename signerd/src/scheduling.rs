@@ -1,5 +1,5 @@
 //! The runtime threads' CPU scheduling policy: `SCHED_BATCH` while the clients active on the
-//! Notary port batch well (one alone, or several that each keep more calls waiting than their
+//! Notary port batch well (one alone, or several that each keep more calls in flight than their
 //! share, evenly), the default `SCHED_OTHER` while a lighter client is active beside another.
 //!
 //! A token worker that finishes a signature wakes a runtime thread to send the answer. Under

@@ -3,10 +3,11 @@
 //! A key operation costs signerd's CPU (TLS, HTTP/2, decoding, the reply) before and after the
 //! token's part. One client that keeps its connection's 128 streams full would otherwise take
 //! the runtime's CPU in proportion to its open streams, and a client beside it with 8 calls in
-//! flight would get a few percent of it. Here a fixed number of operations run at once
-//! ([`Admission::new`]: enough to keep every token worker and the runtime's threads busy);
-//! the others wait, undecoded, in their connection's lane, and a freed place goes to the next
-//! lane in turn. No lane holds more than its share of the places (the places divided by the
+//! flight would get a few percent of it. Here a bounded number of operations run at once
+//! ([`Admission::for_workers`]: enough to keep every token worker and the runtime's threads
+//! busy, 8 per worker while the lanes batch, below, and 4 beside a lighter lane); the others
+//! wait, undecoded, in their connection's lane, and a freed place goes to the next lane in
+//! turn. No lane holds more than its share of the places (the places divided by the
 //! active lanes, rounded down) while another lane is active. A lane is active while it holds
 //! or waits for a place and for [`RECENT`] after it freed its last one: a client with a few
 //! calls in flight holds none for a moment between its calls, and a connection that keeps 128
