@@ -29,9 +29,9 @@
 //! client kept 44-92 % of its rate with every connection coalesced, against 64-82 % without.
 //! With a lighter client active beside another, writes go straight through.
 //!
-//! Measured side by side (one core, one connection, 32 in flight, README "Performance"): a
-//! quarter of a `writev` per request instead of one, and the runtime thread's CPU per request
-//! 4-5 µs lower.
+//! Measured side by side (one core, one connection, ECDSA at 32 in flight, 10 interleaved
+//! pairs, README "Performance"): 0.16-0.18 `writev` per request instead of 0.93-0.98, and the
+//! runtime thread's CPU per request 3.1-9.0 µs lower (median 6).
 
 use std::future::Future as _;
 use std::pin::Pin;

@@ -70,8 +70,6 @@ struct Places {
 struct State {
     /// Places free, of [`Places::batching`].
     free: usize,
-    /// Of the free places, those closed while the lanes do not batch.
-    closed: usize,
     /// Calls waiting, one FIFO per lane.
     waiting: HashMap<u64, VecDeque<oneshot::Sender<()>>>,
     /// Lanes with calls waiting, in the order of their next turn.
@@ -134,35 +132,41 @@ impl State {
             + self.recent.len()
     }
 
-    /// The most places `lane` may hold now: its share among the active lanes, `lane` counted
-    /// among them.
-    fn share(&mut self, places: Places, lane: u64) -> usize {
+    /// Whether `lane` may take a place now, none waiting before it: under its share among the
+    /// active lanes (`lane` counted among them), and fewer places held than are open.
+    fn may_take(&mut self, places: Places, lane: u64) -> bool {
+        if !self.turns.is_empty() {
+            return false;
+        }
         let active = self.active();
         let newcomer = !self.held.contains_key(&lane)
             && !self.waiting.contains_key(&lane)
             && !self.recent.contains_key(&lane);
         let active = active + usize::from(newcomer);
         let open = self.decide(places, active, newcomer);
-        share_of(open, active)
+        self.holds(lane) < share_of(open, active) && self.in_use(places) < open
+    }
+
+    /// Places held, by every lane.
+    fn in_use(&self, places: Places) -> usize {
+        places.batching - self.free
     }
 
     /// Whether the `active` lanes batch: one alone, or each wanting more than its share of
     /// the batching places, evenly; never beside a `newcomer` (wanting one call). Tells
-    /// [`State::scheduling`], closes the places beyond the mixed count while they do not, and
-    /// returns how many are open.
-    fn decide(&mut self, places: Places, active: usize, newcomer: bool) -> usize {
+    /// [`State::scheduling`] and returns how many places are open: the mixed count while they
+    /// do not.
+    fn decide(&self, places: Places, active: usize, newcomer: bool) -> usize {
         let batching =
             active <= 1 || (!newcomer && self.saturated_evenly(share_of(places.batching, active)));
         if let Some(scheduling) = &self.scheduling {
             scheduling.set_batching(batching);
         }
-        let open = if batching {
+        if batching {
             places.batching
         } else {
             places.mixed
-        };
-        self.closed = places.batching - open;
-        open
+        }
     }
 
     /// Every active lane wants more than `share` places (calls held and waiting), and none
@@ -207,7 +211,7 @@ impl State {
         let open = self.decide(places, active, false);
         let share = share_of(open, active);
         let mut skipped = 0;
-        while self.free > self.closed && skipped < self.turns.len() {
+        while self.in_use(places) < open && skipped < self.turns.len() {
             let Some(lane) = self.turns.pop_front() else {
                 break;
             };
@@ -327,10 +331,7 @@ impl Admission {
         }
         let receiver = {
             let mut state = self.inner.lock();
-            if state.turns.is_empty()
-                && state.holds(lane.0) < state.share(self.inner.places, lane.0)
-                && state.free > state.closed
-            {
+            if state.may_take(self.inner.places, lane.0) {
                 state.take(lane.0);
                 return Some(Admitted {
                     inner: Arc::clone(&self.inner),
