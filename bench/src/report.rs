@@ -222,7 +222,7 @@ fn two_cores(out: &mut String, results: &Results, args: &RunArgs) {
         let token = results.token(alg, 2, TokenLoopReport::rate);
         let _ = writeln!(
             out,
-            "- {}: signerd {}, token 2 threads {}: signerd / token {}; latency ms {}; {} µs CPU per request, {} threads, RSS {} MiB",
+            "- {}: signerd {}, token 2 threads {}: signerd / token {}; latency ms {}; {} µs CPU per request, {} threads, RSS {} MiB{}",
             algorithm_name(alg),
             rate(sd(RunResult::rate)),
             rate(token),
@@ -231,8 +231,29 @@ fn two_cores(out: &mut String, results: &Results, args: &RunArgs) {
             num(sd(RunResult::server_cpu_us_per_op).map(|s| s.median)),
             threads(sd(|r| r.footprint.threads as f64)),
             mib(sd(|r| r.footprint.rss_kib as f64)),
+            cpu_left(sd(RunResult::rate), token, sd(RunResult::client_busy)),
         );
     }
+}
+
+/// The two-core comparison with the load generator's CPU counted: the token alone had both
+/// CPUs, signerd had what the load generator beside it left. The token's two-thread rate in
+/// proportion to the CPU left, and signerd's rate against that.
+fn cpu_left(signerd: Option<Spread>, token: Option<Spread>, client: Option<Spread>) -> String {
+    let (Some(signerd), Some(token), Some(client)) = (signerd, token, client) else {
+        return String::new();
+    };
+    let left = (2.0 - client.median).clamp(0.0, 2.0);
+    if left <= 0.0 || token.median <= 0.0 {
+        return String::new();
+    }
+    let fair = token.median * left / 2.0;
+    format!(
+        "; the load generator took {:.2} of a CPU, so the token on the {left:.2} CPUs left would sign about {}/s: signerd / that {:.2}",
+        client.median,
+        thousands(fair),
+        signerd.median / fair
+    )
 }
 
 /// The stack floor beside signerd: how much of what signerd adds TLS, HTTP/2 and gRPC take.
@@ -525,5 +546,25 @@ mod tests {
         assert!(!out.contains("(stack floor"), "{out}");
         results.server_runs.pop();
         assert!(!table(&results, &args).contains("\nStack floor ("));
+    }
+
+    #[test]
+    fn the_two_core_point_counts_the_load_generator() {
+        let one = |median| {
+            Some(Spread {
+                median,
+                min: median,
+                max: median,
+            })
+        };
+        // The token alone on both CPUs: 40,000/s; the load generator took half a CPU beside
+        // signerd, which served 24,000/s: the token on 1.5 CPUs would sign 30,000/s.
+        let line = cpu_left(one(24_000.0), one(40_000.0), one(0.5));
+        assert_eq!(
+            line,
+            "; the load generator took 0.50 of a CPU, so the token on the 1.50 CPUs left would sign about 30,000/s: signerd / that 0.80"
+        );
+        assert_eq!(cpu_left(one(24_000.0), None, one(0.5)), "");
+        assert_eq!(cpu_left(one(24_000.0), one(40_000.0), one(2.0)), "");
     }
 }
