@@ -112,6 +112,12 @@ pub const CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
 /// The per-stream window: a 1 MiB message flows without a round trip.
 pub const STREAM_WINDOW: u32 = 1024 * 1024;
 
+/// Streams a connection may make signerd reset for its errors (malformed headers, a frame
+/// against the protocol, a stream over the cap) before signerd ends the connection (GOAWAY,
+/// ENHANCE_YOUR_CALM): hyper's own default (RUSTSEC-2024-0003), which tonic's server builder
+/// turns off when left unset. A well-behaved client (notary-server) never causes one.
+pub const LOCAL_ERROR_RESETS: usize = 1024;
+
 /// Binds `listen` (so "address in use" is reported before anything else starts).
 pub async fn bind(listen: SocketAddr) -> Result<TcpListener, String> {
     TcpListener::bind(listen).await.map_err(|e| {
@@ -212,7 +218,8 @@ pub async fn serve(
 }
 
 /// The gRPC server of the mTLS port (the Notary services, and the admin API for admin
-/// certificates): `limits`' streams and timeout, keepalive pings, fixed HTTP/2 windows.
+/// certificates): `limits`' streams and timeout, keepalive pings, fixed HTTP/2 windows, the
+/// cap on streams reset for the client's errors.
 /// `signerd-bench` measures the same builder with a handler that answers at once (the cost of
 /// TLS, HTTP/2 and gRPC alone).
 pub fn grpc_server(limits: &Limits) -> Server {
@@ -225,6 +232,7 @@ pub fn grpc_server(limits: &Limits) -> Server {
         .http2_keepalive_interval(Some(ping))
         .http2_keepalive_timeout(Some(ping))
         .http2_adaptive_window(Some(false))
+        .http2_max_local_error_reset_streams(Some(LOCAL_ERROR_RESETS))
         .initial_connection_window_size(CONNECTION_WINDOW)
         .initial_stream_window_size(STREAM_WINDOW)
 }

@@ -79,6 +79,7 @@ impl AdminServing {
         let task = tokio::spawn(
             Server::builder()
                 .max_concurrent_streams(limits.max_concurrent_streams)
+                .http2_max_local_error_reset_streams(Some(crate::server::LOCAL_ERROR_RESETS))
                 .timeout(limits.request_timeout)
                 .layer(GoSizeStatusLayer)
                 .layer(ConnectionLayer)

@@ -7,7 +7,8 @@
 //! windows just before and after (counts in equal windows, no time thresholds);
 //! signerd's threads and resident memory, read from /proc, stay bounded. Descriptor
 //! exhaustion (signerd's open files limit lowered under it) makes Signs of a key that exists
-//! UNAVAILABLE or RESOURCE_EXHAUSTED, never NOT_FOUND.
+//! UNAVAILABLE or RESOURCE_EXHAUSTED, never NOT_FOUND. A connection whose requests signerd must
+//! reset (malformed headers), 1,100 of them, is ended with GOAWAY within 1,024.
 
 use std::net::{IpAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -753,4 +754,106 @@ async fn descriptor_exhaustion_never_reads_as_not_found() {
         }
         assert!(matches!(answer, Some(Ok(()))), "{id}: {answer:?}");
     }
+}
+
+/// An HTTP/2 frame (RFC 9113, 4.1): its 9-byte header, then `payload`.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).unwrap();
+    let mut out = len.to_be_bytes()[1..].to_vec();
+    out.extend([kind, flags]);
+    out.extend(stream.to_be_bytes());
+    out.extend(payload);
+    out
+}
+
+/// A request header block that HTTP/2 calls malformed: a `connection` header (RFC 9113,
+/// 8.2.2). Each field an HPACK literal without indexing, new name, no Huffman (RFC 7541,
+/// 6.2.2), every length under 127.
+fn malformed_request_headers() -> Vec<u8> {
+    let mut block = Vec::new();
+    for (name, value) in [
+        (":method", "POST"),
+        (":scheme", "https"),
+        (":path", "/notary.Signer/Sign"),
+        (":authority", "localhost"),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+        ("connection", "keep-alive"),
+    ] {
+        block.push(0);
+        block.push(u8::try_from(name.len()).unwrap());
+        block.extend(name.as_bytes());
+        block.push(u8::try_from(value.len()).unwrap());
+        block.extend(value.as_bytes());
+    }
+    block
+}
+
+/// Reads frames from `stream` until the server closes it or `bound` passes without a byte:
+/// how many RST_STREAM frames came, and the error code of a GOAWAY if one did.
+fn resets_and_goaway(mut stream: impl std::io::Read, tcp: &TcpStream) -> (usize, Option<u32>) {
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+        }
+    }
+    let (mut resets, mut goaway, mut at) = (0, None, 0);
+    while at + 9 <= bytes.len() {
+        let len = u32::from_be_bytes([0, bytes[at], bytes[at + 1], bytes[at + 2]]) as usize;
+        let payload = bytes.get(at + 9..at + 9 + len).unwrap_or_default();
+        match bytes[at + 3] {
+            0x3 => resets += 1,
+            0x7 if payload.len() >= 8 => {
+                goaway = Some(u32::from_be_bytes(payload[4..8].try_into().unwrap()));
+            }
+            _ => {}
+        }
+        at += 9 + len;
+    }
+    (resets, goaway)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_makes_signerd_reset_stream_after_stream_is_closed() {
+    // 1,100 requests, each with a header HTTP/2 forbids: signerd resets each stream, and after
+    // 1,024 of them ends the connection (GOAWAY, ENHANCE_YOUR_CALM), as hyper does by default
+    // (RUSTSEC-2024-0003) and tonic's builder left unset does not.
+    let s = setup("hostile-local-resets", &[]);
+    let mut c = s.signerd.clients().await;
+    let id = make_key(&mut c).await;
+    let config = client_tls(&s);
+    let tcp = tcp_from(&s, flood_sources(1)[0]).await;
+    let (resets, goaway) = tokio::task::spawn_blocking(move || {
+        use std::io::Write as _;
+        let (mut tls, probe) = idle_tls(&config, tcp);
+        let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        out.extend(h2_frame(0x4, 0, 0, &[]));
+        let block = malformed_request_headers();
+        for i in 0..1_100u32 {
+            // HEADERS, END_STREAM | END_HEADERS, on the client's next stream.
+            out.extend(h2_frame(0x1, 0x5, 2 * i + 1, &block));
+        }
+        // The server may close before it has read everything: a failed write is expected.
+        let _ = tls.write_all(&out).and_then(|()| tls.flush());
+        resets_and_goaway(&mut tls, &probe)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        goaway,
+        Some(0xb),
+        "GOAWAY with ENHANCE_YOUR_CALM after {resets} resets"
+    );
+    assert!(
+        // `signerd::server::LOCAL_ERROR_RESETS`.
+        resets <= 1_024,
+        "{resets} streams reset before the GOAWAY"
+    );
+    eprintln!("local resets: {resets} streams reset, then GOAWAY {goaway:?}");
+    // The connection was the client's own: signerd serves everyone else as before.
+    sign_ok(&mut c, &id).await;
 }
