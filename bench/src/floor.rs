@@ -1,5 +1,5 @@
 //! The stack floor: signerd's own gRPC server (its runtime, its TLS acceptor, its HTTP/2
-//! settings: `signerd::server`) with a `Sign` handler that answers at once with fixed bytes:
+//! settings: `signerd::server`, `signerd::h2`) with a `Sign` handler that answers at once with fixed bytes:
 //! no edge, no key, no token. What it costs per request is what TLS, HTTP/2 and gRPC cost
 //! before signerd does anything; `run` measures it beside signerd, and the table shows how
 //! much of "µs signerd adds" it is.
@@ -76,10 +76,13 @@ pub fn serve(args: &FloorArgs) -> Result<(), String> {
             &limits,
             signerd::scheduling::Scheduling::new(),
         );
-        signerd::server::grpc_server(&limits)
-            .add_service(SignerServer::new(FixedAnswer))
-            .serve_with_incoming(incoming)
-            .await
-            .map_err(|e| format!("gRPC server failed: {e}"))
+        signerd::h2::serve(
+            incoming,
+            signerd::h2::Routes::new().service(SignerServer::new(FixedAnswer)),
+            signerd::h2::Settings::of(&limits),
+            std::future::pending(),
+        )
+        .await;
+        Ok(())
     })
 }

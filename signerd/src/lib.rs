@@ -23,6 +23,7 @@ pub mod config;
 pub mod devenv;
 pub mod edge;
 pub mod grpc;
+pub mod h2;
 pub mod hardening;
 pub mod keys;
 pub mod logging;

@@ -10,17 +10,16 @@ use signerd_proto::health::health_server::HealthServer;
 use signerd_proto::notary::key_management_server::KeyManagementServer;
 use signerd_proto::notary::signer_server::SignerServer;
 use tokio::net::TcpListener;
-use tonic::transport::Server;
 
 use crate::admin::serving::AdminServing;
 use crate::audit::Port;
 use crate::config::Limits;
 use crate::edge::inflight::InFlight;
-use crate::edge::limits::GoSizeStatusLayer;
 use crate::edge::policy::{Policy, PolicyHandle};
 use crate::edge::Edge;
 use crate::grpc::health::TokenHealth;
 use crate::grpc::notary::NotarySigner;
+use crate::h2::{Routes, Settings};
 use crate::keys::KeyStore;
 use crate::scheduling::Scheduling;
 use crate::tls::{ConnectionCap, ConnectionLimits, PeerStream, TlsMaterial};
@@ -152,33 +151,39 @@ pub async fn serve(
         .and_then(|a| a.tls_service(&keys, &edge, &limits));
     let mut admin_socket = admin.and_then(|a| a.spawn_socket(&keys, &edge, &limits));
     let max = limits.max_message_bytes;
-    let router = grpc_server(&limits)
-        .layer(GoSizeStatusLayer)
-        .add_service(edge.wrap(
+    // Signer first: the routes are tried in order, and Sign is the call that comes most.
+    let mut routes = Routes::new()
+        .service(edge.wrap(
             Port::Notary,
-            KeyManagementServer::new(signer.clone()).max_decoding_message_size(max),
+            SignerServer::new(signer.clone()).max_decoding_message_size(max),
         ))
-        .add_service(edge.wrap(
+        .service(edge.wrap(
             Port::Notary,
-            SignerServer::new(signer).max_decoding_message_size(max),
+            KeyManagementServer::new(signer).max_decoding_message_size(max),
         ))
-        .add_service(edge.wrap(
+        .service(edge.wrap(
             Port::Notary,
             HealthServer::new(TokenHealth::new(keys, edge.sink())).max_decoding_message_size(max),
-        ))
-        .add_optional_service(admin_on_tls);
+        ));
+    if let Some(admin) = admin_on_tls {
+        routes = routes.service(admin);
+    }
 
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
     let (_acceptor, incoming) = accept(listener, tls, &limits, edge.scheduling());
-    let mut server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
-        let _ = drain_rx.await;
-    }));
+    let mut server = tokio::spawn(crate::h2::serve(
+        incoming,
+        routes,
+        Settings::of(&limits),
+        async {
+            let _ = drain_rx.await;
+        },
+    ));
 
     tokio::select! {
         result = &mut server => {
             return match result {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(format!("gRPC server failed: {e}")),
+                Ok(()) => Ok(()),
                 Err(e) => Err(format!("gRPC server task failed: {e}")),
             };
         }
@@ -217,28 +222,8 @@ pub async fn serve(
     Ok(())
 }
 
-/// The gRPC server of the mTLS port (the Notary services, and the admin API for admin
-/// certificates): `limits`' streams and timeout, keepalive pings, fixed HTTP/2 windows, the
-/// cap on streams reset for the client's errors.
-/// `signerd-bench` measures the same builder with a handler that answers at once (the cost of
-/// TLS, HTTP/2 and gRPC alone).
-pub fn grpc_server(limits: &Limits) -> Server {
-    // Keepalive pings at a third of the idle timeout: a live peer answers them, so only a
-    // silent one reaches the timeout.
-    let ping = limits.idle_timeout / 3;
-    Server::builder()
-        .max_concurrent_streams(limits.max_concurrent_streams)
-        .timeout(limits.request_timeout)
-        .http2_keepalive_interval(Some(ping))
-        .http2_keepalive_timeout(Some(ping))
-        .http2_adaptive_window(Some(false))
-        .http2_max_local_error_reset_streams(Some(LOCAL_ERROR_RESETS))
-        .initial_connection_window_size(CONNECTION_WINDOW)
-        .initial_stream_window_size(STREAM_WINDOW)
-}
-
 /// The connections `listener` accepts, handshaken under `tls` and held to `limits`, as a stream
-/// for [`Server::serve_with_incoming_shutdown`]; the acceptor stops when the guard is dropped.
+/// for [`crate::h2::serve`]; the acceptor stops when the guard is dropped.
 /// Their answers are written together while `scheduling` says the active clients batch
 /// ([`crate::coalesce`]).
 pub fn accept(

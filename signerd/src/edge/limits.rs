@@ -48,18 +48,21 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let call = self.inner.call(request);
-        Box::pin(async move {
-            let mut response = call.await?;
-            if let Some(go) = go_status(response.headers()) {
-                let headers = response.headers_mut();
-                headers.remove("grpc-status");
-                headers.remove("grpc-message");
-                headers.remove("grpc-status-details-bin");
-                let _ = go.add_header(headers);
-            }
-            Ok(response)
-        })
+        Box::pin(async move { Ok(go_size_status(call.await?)) })
     }
+}
+
+/// `response` with tonic's over-the-limit status rewritten into Go gRPC's (what
+/// [`GoSizeStatusLayer`] does to every answer).
+pub fn go_size_status<B>(mut response: http::Response<B>) -> http::Response<B> {
+    if let Some(go) = go_status(response.headers()) {
+        let headers = response.headers_mut();
+        headers.remove("grpc-status");
+        headers.remove("grpc-message");
+        headers.remove("grpc-status-details-bin");
+        let _ = go.add_header(headers);
+    }
+    response
 }
 
 /// Go gRPC's status for tonic's over-the-limit status in `headers`, if that is what they hold.
