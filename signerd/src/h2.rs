@@ -6,11 +6,13 @@
 //! (error recovery, the timeout, the connection information) and body adapters on the way in
 //! and out. Side by side (pinned, ECDSA, 32 in flight, 10 interleaved pairs), the runtime
 //! thread spends 0.7-3.6 µs less per request in 9 of them (README, "Serving HTTP/2 directly").
-//! What is kept: HTTP/2 only, the same settings (windows, stream cap, keepalive pings, hyper's own
-//! limits on resets and headers, [`crate::server::LOCAL_ERROR_RESETS`] among them), the call
-//! timeout answered as tonic answered it (`CANCELLED`,
-//! "Timeout expired"), `UNIMPLEMENTED` for a service this port does not serve, and the graceful
-//! shutdown (GOAWAY on every connection, then wait for them to close).
+//! What is kept: HTTP/2 only, the same settings (windows, stream cap, keepalive pings, hyper's
+//! own limits on resets and headers, [`crate::server::LOCAL_ERROR_RESETS`] among them), the
+//! call timeout answered as tonic answered it (`CANCELLED`, "Timeout expired"), `UNIMPLEMENTED`
+//! for a service this port does not serve, and the graceful shutdown (GOAWAY on every
+//! connection, then wait for them to close). A client's own `grpc-timeout` is no longer read
+//! here: gRPC clients keep their deadlines themselves and reset the stream at it, which ends
+//! the call here as any client that goes away does.
 
 use std::convert::Infallible;
 use std::future::Future;
