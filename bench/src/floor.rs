@@ -1,8 +1,8 @@
 //! The stack floor: signerd's own gRPC server (its runtime, its TLS acceptor, its HTTP/2
-//! settings: `signerd::server`, `signerd::h2`) with a `Sign` handler that answers at once with fixed bytes:
-//! no edge, no key, no token. What it costs per request is what TLS, HTTP/2 and gRPC cost
-//! before signerd does anything; `run` measures it beside signerd, and the table shows how
-//! much of "µs signerd adds" it is.
+//! connections and settings: `signerd::server`, `signerd::h2`) with a `Sign` handler that
+//! answers at once with fixed bytes: no edge, no key, no token. What it costs per request is
+//! what TLS, HTTP/2 and gRPC cost before signerd does anything; `run` measures it beside
+//! signerd, and the table shows how much of "µs signerd adds" it is.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
