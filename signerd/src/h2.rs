@@ -1,6 +1,7 @@
 //! The mTLS port's HTTP/2 connections, served by hyper directly: each call goes straight to the
 //! gRPC service its path names (tonic's generated servers behind the edge), with the port's
-//! call timeout, and the connection's peer ([`PeerInfo`]) attached once per call.
+//! call timeout, and the connection's peer ([`PeerInfo`](crate::edge::identity::PeerInfo))
+//! attached once per call.
 //!
 //! tonic's `Server` did the same through an axum router, a boxed service stack per connection
 //! (error recovery, the timeout, the connection information) and body adapters on the way in
@@ -68,7 +69,7 @@ where
 }
 
 /// The gRPC services of a port, by name (`/notary.Signer/Sign` goes to `notary.Signer`).
-#[derive(Clone, Default)]
+#[derive(Default)]
 pub struct Routes {
     services: Vec<(&'static str, Arc<dyn Route>)>,
 }
