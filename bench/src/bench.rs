@@ -112,7 +112,28 @@ pub fn run(args: &RunArgs) -> Result<bool, String> {
 
     'reps: for rep in 1..=args.repetitions {
         for alg in &args.algorithms {
-            for (threads, cpus) in [(1u16, "server"), (2, "both")] {
+            // Per point: the Go signer, then the token alone, then signerd right after it, then
+            // the stack floor. Each signerd run is compared with the token run just before it
+            // (seconds apart), not with one token run a minute earlier: on a shared machine the
+            // token's own rate moves by 10 % from minute to minute.
+            let of = |signer: Signer| {
+                keys.iter()
+                    .filter(move |k| &k.algorithm == alg && k.signer == signer)
+            };
+            let series = args.levels(alg).into_iter().flat_map(|in_flight| {
+                of(Signer::Go)
+                    .map(Step::Server)
+                    .chain(std::iter::once(Step::Token(1)))
+                    .chain(of(Signer::Signerd).map(Step::Server))
+                    .chain(of(Signer::StackFloor).map(Step::Server))
+                    .map(move |step| (in_flight, step))
+            });
+            // The two-core point after the token alone on two threads; that run is made even
+            // without the point, for the token's own line.
+            let two_cores = std::iter::once(Step::Token(2))
+                .chain(of(Signer::SignerdTwoCores).map(Step::Server))
+                .map(|step| (args.point_in_flight, step));
+            for (in_flight, step) in series.chain(two_cores) {
                 if began.elapsed() > time_limit {
                     results.notes.push(format!(
                         "stopped early: the time limit of {} s was reached",
@@ -121,51 +142,44 @@ pub fn run(args: &RunArgs) -> Result<bool, String> {
                     results.incomplete = true;
                     break 'reps;
                 }
-                let known = loop_keys.iter().find(|(a, _)| a == alg).map(|(_, k)| k);
-                let spec = TokenLoopSpec {
-                    algorithm: alg,
-                    key_id: known.map(String::as_str),
-                    threads,
-                    warmup: Duration::from_secs_f64(args.warmup),
-                    duration: Duration::from_secs_f64(args.duration),
-                    content_len: args.content_len,
+                let key = match step {
+                    Step::Token(threads) => {
+                        let known = loop_keys.iter().find(|(a, _)| a == alg).map(|(_, k)| k);
+                        let spec = TokenLoopSpec {
+                            algorithm: alg,
+                            key_id: known.map(String::as_str),
+                            threads,
+                            warmup: Duration::from_secs_f64(args.warmup),
+                            duration: Duration::from_secs_f64(args.duration),
+                            content_len: args.content_len,
+                        };
+                        let cpus = if threads == 1 { "server" } else { "both" };
+                        let report = token_loop(cpus)
+                            .run(&spec, &format!("{alg}-{threads}t-{in_flight}-r{rep}"))?;
+                        if known.is_none() {
+                            loop_keys.push((alg.clone(), report.key_id.clone()));
+                        }
+                        let public = hex::decode(&report.public_key).map_err(|e| e.to_string())?;
+                        let key =
+                            PublicKey::from_notary(alg, &public).map_err(|e| e.to_string())?;
+                        results.check_samples("token only", alg, &key, &report.samples);
+                        eprintln!(
+                            "rep {rep}: token only {alg} {threads} thread(s), before {in_flight} in flight: {:.0}/s, {:.1} µs CPU each",
+                            report.rate(),
+                            report.cpu_us_per_op()
+                        );
+                        results.token_runs.push(TokenRun {
+                            algorithm: alg.clone(),
+                            threads,
+                            in_flight,
+                            rep,
+                            report,
+                        });
+                        continue;
+                    }
+                    Step::Server(key) => key,
                 };
-                let report = token_loop(cpus).run(&spec, &format!("{alg}-{threads}t-r{rep}"))?;
-                if known.is_none() {
-                    loop_keys.push((alg.clone(), report.key_id.clone()));
-                }
-                let public = hex::decode(&report.public_key).map_err(|e| e.to_string())?;
-                let key = PublicKey::from_notary(alg, &public).map_err(|e| e.to_string())?;
-                results.check_samples("token only", alg, &key, &report.samples);
-                eprintln!(
-                    "rep {rep}: token only {alg} {threads} thread(s): {:.0}/s, {:.1} µs CPU each",
-                    report.rate(),
-                    report.cpu_us_per_op()
-                );
-                results.token_runs.push(TokenRun {
-                    algorithm: alg.clone(),
-                    threads,
-                    report,
-                });
-            }
-            // The series on the server CPUs, then the two-core point.
-            let of = |signer: Signer| {
-                keys.iter()
-                    .filter(move |k| &k.algorithm == alg && k.signer == signer)
-            };
-            let series = args.levels(alg).into_iter().flat_map(|in_flight| {
-                of(Signer::Go)
-                    .chain(of(Signer::Signerd))
-                    .chain(of(Signer::StackFloor))
-                    .map(move |key| (in_flight, key))
-            });
-            let two_cores = of(Signer::SignerdTwoCores).map(|key| (args.point_in_flight, key));
-            for (in_flight, key) in series.chain(two_cores) {
                 let signer = key.signer;
-                if began.elapsed() > time_limit {
-                    results.incomplete = true;
-                    break 'reps;
-                }
                 let server = fixture
                     .server(signer)
                     .ok_or_else(|| format!("{} is not running", signer.name()))?;
@@ -190,6 +204,7 @@ pub fn run(args: &RunArgs) -> Result<bool, String> {
                     signer,
                     algorithm: alg.clone(),
                     in_flight,
+                    rep,
                     result,
                 });
             }
@@ -355,6 +370,14 @@ async fn make_keys(
         });
     keys.extend(floor_key);
     Ok(keys)
+}
+
+/// One step of a repetition's series.
+enum Step<'a> {
+    /// The token alone on this many threads.
+    Token(u16),
+    /// A server, through this key.
+    Server(&'a ServerKey),
 }
 
 /// One measured run on a fresh connection.

@@ -42,6 +42,8 @@ pub struct ServerRun {
     pub algorithm: String,
     /// Requests in flight.
     pub in_flight: usize,
+    /// The repetition (from 1).
+    pub rep: u32,
     /// What was measured.
     pub result: RunResult,
 }
@@ -53,6 +55,10 @@ pub struct TokenRun {
     pub algorithm: String,
     /// Threads (one session each).
     pub threads: u16,
+    /// The point (requests in flight) of the server runs it was made just before.
+    pub in_flight: usize,
+    /// The repetition (from 1).
+    pub rep: u32,
     /// What the loop reported.
     pub report: TokenLoopReport,
 }
@@ -92,27 +98,82 @@ impl Results {
         value: impl Fn(&RunResult) -> f64,
     ) -> Option<Spread> {
         Spread::of(
-            self.server_runs
-                .iter()
-                .filter(|r| {
-                    r.signer == signer && r.algorithm == algorithm && r.in_flight == in_flight
-                })
+            self.server_runs_at(signer, algorithm, in_flight)
                 .map(|r| value(&r.result)),
         )
     }
 
-    /// Median and range of `value` over the repetitions of the token loop.
+    /// The runs of one server point, one per repetition.
+    fn server_runs_at<'a>(
+        &'a self,
+        signer: Signer,
+        algorithm: &'a str,
+        in_flight: usize,
+    ) -> impl Iterator<Item = &'a ServerRun> {
+        self.server_runs.iter().filter(move |r| {
+            r.signer == signer && r.algorithm == algorithm && r.in_flight == in_flight
+        })
+    }
+
+    /// Median and range of `value` over every run of the token loop on `threads`.
     pub fn token(
         &self,
         algorithm: &str,
         threads: u16,
         value: impl Fn(&TokenLoopReport) -> f64,
     ) -> Option<Spread> {
+        self.token_where(algorithm, threads, None, value)
+    }
+
+    /// Median and range of `value` over the token runs made just before the point `in_flight`.
+    pub fn token_at(
+        &self,
+        algorithm: &str,
+        threads: u16,
+        in_flight: usize,
+        value: impl Fn(&TokenLoopReport) -> f64,
+    ) -> Option<Spread> {
+        self.token_where(algorithm, threads, Some(in_flight), value)
+    }
+
+    fn token_where(
+        &self,
+        algorithm: &str,
+        threads: u16,
+        in_flight: Option<usize>,
+        value: impl Fn(&TokenLoopReport) -> f64,
+    ) -> Option<Spread> {
         Spread::of(
             self.token_runs
                 .iter()
                 .filter(|r| r.algorithm == algorithm && r.threads == threads)
+                .filter(|r| in_flight.is_none_or(|n| r.in_flight == n))
                 .map(|r| value(&r.report)),
+        )
+    }
+
+    /// Median and range over the repetitions of `value` of each run of one server point and the
+    /// token run (on `threads`) made just before it in the same repetition: the side-by-side
+    /// comparison, each pair seconds apart. Runs without their token run are left out.
+    pub fn paired(
+        &self,
+        signer: Signer,
+        algorithm: &str,
+        in_flight: usize,
+        threads: u16,
+        value: impl Fn(&RunResult, &TokenLoopReport) -> f64,
+    ) -> Option<Spread> {
+        Spread::of(
+            self.server_runs_at(signer, algorithm, in_flight)
+                .filter_map(|r| {
+                    let token = self.token_runs.iter().find(|t| {
+                        t.algorithm == algorithm
+                            && t.threads == threads
+                            && t.in_flight == in_flight
+                            && t.rep == r.rep
+                    })?;
+                    Some(value(&r.result, &token.report))
+                }),
         )
     }
 
@@ -181,6 +242,27 @@ fn ratio(a: Option<Spread>, b: Option<Spread>) -> String {
     }
 }
 
+/// Ratios paired run by run: the median with two decimals and, over several repetitions, the
+/// range; or a dash.
+fn ratios(spread: Option<Spread>) -> String {
+    match spread {
+        Some(s) if s.min < s.max => format!("{:.2} ({:.2}-{:.2})", s.median, s.min, s.max),
+        Some(s) => format!("{:.2}", s.median),
+        None => "-".into(),
+    }
+}
+
+/// `signerd / token` of one run and the token run just before it.
+fn rate_ratio(signerd: &RunResult, token: &TokenLoopReport) -> f64 {
+    signerd.rate() / token.rate()
+}
+
+/// What signerd adds per request in one run: its CPU per request less the token's CPU per
+/// signature in the token run just before it.
+fn cpu_added(signerd: &RunResult, token: &TokenLoopReport) -> f64 {
+    signerd.server_cpu_us_per_op() - token.cpu_us_per_op()
+}
+
 /// `p50 / p90 / p99 / max` in milliseconds.
 fn latency(l: Option<Latency>) -> String {
     l.map_or("-".into(), |l| {
@@ -219,40 +301,55 @@ fn two_cores(out: &mut String, results: &Results, args: &RunArgs) {
     );
     for alg in &args.algorithms {
         let sd = |f: fn(&RunResult) -> f64| results.server(signer, alg, in_flight, f);
-        let token = results.token(alg, 2, TokenLoopReport::rate);
+        let token = results.token_at(alg, 2, in_flight, TokenLoopReport::rate);
         let _ = writeln!(
             out,
             "- {}: signerd {}, token 2 threads {}: signerd / token {}; latency ms {}; {} µs CPU per request, {} threads, RSS {} MiB{}",
             algorithm_name(alg),
             rate(sd(RunResult::rate)),
             rate(token),
-            ratio(sd(RunResult::rate), token),
+            ratios(results.paired(signer, alg, in_flight, 2, rate_ratio)),
             latency(results.latency(signer, alg, in_flight)),
             num(sd(RunResult::server_cpu_us_per_op).map(|s| s.median)),
             threads(sd(|r| r.footprint.threads as f64)),
             mib(sd(|r| r.footprint.rss_kib as f64)),
-            cpu_left(sd(RunResult::rate), token, sd(RunResult::client_busy)),
+            cpu_left(results, alg, in_flight),
         );
     }
 }
 
+/// The token's two-thread rate in proportion to the CPU the load generator left of two, or
+/// nothing when no CPU was left or the rate is unknown.
+fn fair_rate(token_rate: f64, client_busy: f64) -> Option<f64> {
+    let left = (2.0 - client_busy).clamp(0.0, 2.0);
+    (left > 0.0 && token_rate > 0.0).then_some(token_rate * left / 2.0)
+}
+
 /// The two-core comparison with the load generator's CPU counted: the token alone had both
 /// CPUs, signerd had what the load generator beside it left. The token's two-thread rate in
-/// proportion to the CPU left, and signerd's rate against that.
-fn cpu_left(signerd: Option<Spread>, token: Option<Spread>, client: Option<Spread>) -> String {
-    let (Some(signerd), Some(token), Some(client)) = (signerd, token, client) else {
+/// proportion to the CPU left, and signerd's rate against that, run by run.
+fn cpu_left(results: &Results, algorithm: &str, in_flight: usize) -> String {
+    let signer = Signer::SignerdTwoCores;
+    let client = results.server(signer, algorithm, in_flight, RunResult::client_busy);
+    let token = results.token_at(algorithm, 2, in_flight, TokenLoopReport::rate);
+    let against = results.paired(signer, algorithm, in_flight, 2, |s, t| {
+        fair_rate(t.rate(), s.client_busy()).map_or(f64::NAN, |fair| s.rate() / fair)
+    });
+    let (Some(client), Some(token), Some(against)) = (client, token, against) else {
         return String::new();
     };
-    let left = (2.0 - client.median).clamp(0.0, 2.0);
-    if left <= 0.0 || token.median <= 0.0 {
+    let (Some(fair), false) = (
+        fair_rate(token.median, client.median),
+        against.median.is_nan(),
+    ) else {
         return String::new();
-    }
-    let fair = token.median * left / 2.0;
+    };
     format!(
-        "; the load generator took {:.2} of a CPU, so the token on the {left:.2} CPUs left would sign about {}/s: signerd / that {:.2}",
+        "; the load generator took {:.2} of a CPU, so the token on the {:.2} CPUs left would sign about {}/s: signerd / that {}",
         client.median,
+        2.0 - client.median,
         thousands(fair),
-        signerd.median / fair
+        ratios(Some(against))
     )
 }
 
@@ -267,18 +364,20 @@ fn stack_floor(out: &mut String, results: &Results, args: &RunArgs) {
         "\nStack floor (signerd's gRPC server, pinned like the servers: its runtime, TLS acceptor and HTTP/2 settings, with a Sign handler that answers {} fixed bytes at once: no edge, no key, no token; its rate is usually the load generator's limit), ECDSA requests:",
         crate::floor::ANSWER_LEN
     );
-    let token_cpu = results
-        .token("ecdsa", 1, TokenLoopReport::cpu_us_per_op)
-        .map(|s| s.median);
     for in_flight in args.levels("ecdsa") {
+        let token_cpu = results
+            .token_at("ecdsa", 1, in_flight, TokenLoopReport::cpu_us_per_op)
+            .map(|s| s.median);
         let fl = |f: fn(&RunResult) -> f64| results.server(floor, "ecdsa", in_flight, f);
         let cpu = |signer| {
             results
                 .server(signer, "ecdsa", in_flight, RunResult::server_cpu_us_per_op)
                 .map(|s| s.median)
         };
-        let (floor_cpu, signerd_cpu) = (cpu(floor), cpu(Signer::Signerd));
-        let adds = signerd_cpu.zip(token_cpu).map(|(s, t)| s - t);
+        let floor_cpu = cpu(floor);
+        let adds = results
+            .paired(Signer::Signerd, "ecdsa", in_flight, 1, cpu_added)
+            .map(|s| s.median);
         let own = adds.zip(floor_cpu).map(|(a, f)| a - f);
         let best = token_cpu
             .zip(floor_cpu)
@@ -300,7 +399,7 @@ pub fn table(results: &Results, args: &RunArgs) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\nsignerd-bench: {} repetition(s) of {} s (after {} s warm-up) per point; servers pinned to CPU {}, load generator to CPU {}; {}; {}-byte content. Rates are medians (min-max); latencies and CPU are medians.\n",
+        "\nsignerd-bench: {} repetition(s) of {} s (after {} s warm-up) per point; servers pinned to CPU {}, load generator to CPU {}; {}; {}-byte content. Rates are medians (min-max); latencies and CPU are medians. The token alone runs just before signerd at every point: signerd / token and the µs signerd adds compare each signerd run with that token run, seconds apart (medians, min-max of the pairs).\n",
         args.repetitions,
         args.duration,
         args.warmup,
@@ -321,14 +420,16 @@ pub fn table(results: &Results, args: &RunArgs) -> String {
         "|---|---:|---:|---:|---:|---:|---:|---|---|---|---:|---|---|"
     );
     for alg in &args.algorithms {
-        let token_rate = results.token(alg, 1, TokenLoopReport::rate);
-        let token_cpu = results.token(alg, 1, TokenLoopReport::cpu_us_per_op);
         for in_flight in args.levels(alg) {
+            let token_rate = results.token_at(alg, 1, in_flight, TokenLoopReport::rate);
+            let token_cpu = results.token_at(alg, 1, in_flight, TokenLoopReport::cpu_us_per_op);
             let go = |f: fn(&RunResult) -> f64| results.server(Signer::Go, alg, in_flight, f);
             let sd = |f: fn(&RunResult) -> f64| results.server(Signer::Signerd, alg, in_flight, f);
             let cpu_go = go(RunResult::server_cpu_us_per_op).map(|s| s.median);
             let cpu_sd = sd(RunResult::server_cpu_us_per_op).map(|s| s.median);
-            let adds = cpu_sd.zip(token_cpu).map(|(s, t)| s - t.median);
+            let adds = results
+                .paired(Signer::Signerd, alg, in_flight, 1, cpu_added)
+                .map(|s| s.median);
             let _ = writeln!(
                 out,
                 "| {} | {in_flight} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {} | {} / {} | {} / {} |",
@@ -336,7 +437,7 @@ pub fn table(results: &Results, args: &RunArgs) -> String {
                 rate(go(RunResult::rate)),
                 rate(token_rate),
                 rate(sd(RunResult::rate)),
-                ratio(sd(RunResult::rate), token_rate),
+                ratios(results.paired(Signer::Signerd, alg, in_flight, 1, rate_ratio)),
                 ratio(sd(RunResult::rate), go(RunResult::rate)),
                 latency(results.latency(Signer::Go, alg, in_flight)),
                 latency(results.latency(Signer::Signerd, alg, in_flight)),
@@ -485,6 +586,7 @@ mod tests {
             signer,
             algorithm: "ecdsa".into(),
             in_flight,
+            rep: 1,
             result: RunResult {
                 ops,
                 window: std::time::Duration::from_secs(1),
@@ -495,43 +597,82 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_stack_floor_splits_what_signerd_adds() {
-        let args = <crate::Cli as clap::Parser>::try_parse_from([
-            "signerd-bench",
-            "run",
-            "--algorithms",
-            "ecdsa",
-            "--in-flight",
-            "32",
-        ])
-        .unwrap();
+    /// A one-thread token run of `ops` signatures in one second, `cpu_us` CPU each, made just
+    /// before the point `in_flight` of repetition `rep`.
+    fn token_run(in_flight: usize, rep: u32, ops: u64, cpu_us: u64) -> TokenRun {
+        TokenRun {
+            algorithm: "ecdsa".into(),
+            threads: 1,
+            in_flight,
+            rep,
+            report: TokenLoopReport {
+                ops,
+                window_secs: 1.0,
+                cpu_ticks: ops * cpu_us,
+                ticks_per_second: 1_000_000,
+                ..TokenLoopReport::default()
+            },
+        }
+    }
+
+    fn run_args(extra: &[&str]) -> RunArgs {
+        let argv = ["signerd-bench", "run", "--algorithms", "ecdsa"];
+        let args = <crate::Cli as clap::Parser>::try_parse_from(argv.iter().chain(extra)).unwrap();
         let crate::Command::Run(args) = args.command else {
             panic!("not run");
         };
+        args
+    }
+
+    /// The line of `out` that starts with `start`.
+    fn line(out: &str, start: &str) -> String {
+        out.lines()
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no line {start:?} in:\n{out}"))
+            .to_owned()
+    }
+
+    #[test]
+    fn each_signerd_run_is_compared_with_the_token_run_just_before_it() {
+        let args = run_args(&["--in-flight", "32", "--repetitions", "2"]);
+        let mut second = run(Signer::Signerd, 32, 9_000, 60);
+        second.rep = 2;
+        let results = Results {
+            server_runs: vec![run(Signer::Signerd, 32, 16_000, 50), second],
+            // The machine slowed down between the repetitions: the token too.
+            token_runs: vec![token_run(32, 1, 20_000, 40), token_run(32, 2, 10_000, 50)],
+            ..Results::default()
+        };
+        let row = line(&table(&results, &args), "| ECDSA P-256 | 32 |");
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        // 16,000 / 20,000 and 9,000 / 10,000, not the medians' 12,500 / 15,000 = 0.83.
+        assert_eq!(cells[6], "0.85 (0.80-0.90)", "{row}");
+        // 50 - 40 and 60 - 50 µs.
+        assert_eq!(cells[11], "10.0", "{row}");
+        // A run whose token run is missing is left out, not compared with another point's.
+        let results = Results {
+            server_runs: vec![run(Signer::Signerd, 32, 16_000, 50)],
+            token_runs: vec![token_run(8, 1, 20_000, 40)],
+            ..Results::default()
+        };
+        let args = run_args(&["--in-flight", "8,32"]);
+        let row = line(&table(&results, &args), "| ECDSA P-256 | 32 |");
+        assert_eq!(row.split('|').map(str::trim).nth(6), Some("-"), "{row}");
+    }
+
+    #[test]
+    fn the_stack_floor_splits_what_signerd_adds() {
+        let args = run_args(&["--in-flight", "32"]);
         let mut results = Results {
             server_runs: vec![
                 run(Signer::Signerd, 32, 12_000, 70),
                 run(Signer::StackFloor, 32, 60_000, 15),
             ],
-            token_runs: vec![TokenRun {
-                algorithm: "ecdsa".into(),
-                threads: 1,
-                report: TokenLoopReport {
-                    ops: 25_000,
-                    window_secs: 1.0,
-                    cpu_ticks: 25_000 * 40,
-                    ticks_per_second: 1_000_000,
-                    ..TokenLoopReport::default()
-                },
-            }],
+            token_runs: vec![token_run(32, 1, 25_000, 40)],
             ..Results::default()
         };
         let out = table(&results, &args);
-        let line = out
-            .lines()
-            .find(|l| l.starts_with("- 32 in flight: 60,000/s"))
-            .unwrap_or_else(|| panic!("no stack floor line in:\n{out}"));
+        let line = line(&out, "- 32 in flight: 60,000/s");
         // signerd adds 70 - 40 = 30 µs: 15 of them the floor, 15 its own; 40 / (40 + 15).
         assert!(
             line.contains("15.0 µs CPU per request, of the 30.0 µs signerd adds"),
@@ -550,21 +691,25 @@ mod tests {
 
     #[test]
     fn the_two_core_point_counts_the_load_generator() {
-        let one = |median| {
-            Some(Spread {
-                median,
-                min: median,
-                max: median,
-            })
-        };
         // The token alone on both CPUs: 40,000/s; the load generator took half a CPU beside
         // signerd, which served 24,000/s: the token on 1.5 CPUs would sign 30,000/s.
-        let line = cpu_left(one(24_000.0), one(40_000.0), one(0.5));
-        assert_eq!(
-            line,
-            "; the load generator took 0.50 of a CPU, so the token on the 1.50 CPUs left would sign about 30,000/s: signerd / that 0.80"
+        let args = run_args(&["--in-flight", "32"]);
+        let mut two = run(Signer::SignerdTwoCores, 32, 24_000, 70);
+        two.result.client_cpu_ticks = 500_000;
+        let mut token = token_run(32, 1, 40_000, 45);
+        token.threads = 2;
+        let results = Results {
+            server_runs: vec![two],
+            token_runs: vec![token],
+            ..Results::default()
+        };
+        let out = table(&results, &args);
+        assert!(
+            out.contains("; the load generator took 0.50 of a CPU, so the token on the 1.50 CPUs left would sign about 30,000/s: signerd / that 0.80\n"),
+            "{out}"
         );
-        assert_eq!(cpu_left(one(24_000.0), None, one(0.5)), "");
-        assert_eq!(cpu_left(one(24_000.0), one(40_000.0), one(2.0)), "");
+        assert_eq!(fair_rate(40_000.0, 0.5), Some(30_000.0));
+        assert_eq!(fair_rate(40_000.0, 2.0), None);
+        assert_eq!(fair_rate(0.0, 0.5), None);
     }
 }
