@@ -154,7 +154,8 @@ impl Results {
 
     /// Median and range over the repetitions of `value` of each run of one server point and the
     /// token run (on `threads`) made just before it in the same repetition: the side-by-side
-    /// comparison, each pair seconds apart. Runs without their token run are left out.
+    /// comparison, each pair seconds apart. Runs without their token run, and values that are
+    /// no number (a token run that signed nothing), are left out.
     pub fn paired(
         &self,
         signer: Signer,
@@ -173,7 +174,8 @@ impl Results {
                             && t.rep == r.rep
                     })?;
                     Some(value(&r.result, &token.report))
-                }),
+                })
+                .filter(|v| v.is_finite()),
         )
     }
 
@@ -338,10 +340,7 @@ fn cpu_left(results: &Results, algorithm: &str, in_flight: usize) -> String {
     let (Some(client), Some(token), Some(against)) = (client, token, against) else {
         return String::new();
     };
-    let (Some(fair), false) = (
-        fair_rate(token.median, client.median),
-        against.median.is_nan(),
-    ) else {
+    let Some(fair) = fair_rate(token.median, client.median) else {
         return String::new();
     };
     format!(
@@ -380,7 +379,7 @@ fn stack_floor(out: &mut String, results: &Results, args: &RunArgs) {
             .map(|s| s.median);
         let own = adds.zip(floor_cpu).map(|(a, f)| a - f);
         let best = token_cpu.zip(floor_cpu).map(|(t, f)| t / (t + f));
-        // How much of that signerd reaches: its own work's share of the gap to the token.
+        // How much of that best signerd reaches (1.0: its own work would cost nothing).
         let reached = results
             .paired(Signer::Signerd, "ecdsa", in_flight, 1, rate_ratio)
             .zip(best)
@@ -719,6 +718,10 @@ mod tests {
             out.contains("; the load generator took 0.50 of a CPU, so the token on the 1.50 CPUs left would sign about 30,000/s: signerd / that 0.80\n"),
             "{out}"
         );
+        // Without a CPU left there is nothing to compare with.
+        let mut results = results;
+        results.server_runs[0].result.client_cpu_ticks = 2_000_000;
+        assert!(!table(&results, &args).contains("the load generator took"));
         assert_eq!(fair_rate(40_000.0, 0.5), Some(30_000.0));
         assert_eq!(fair_rate(40_000.0, 2.0), None);
         assert_eq!(fair_rate(0.0, 0.5), None);
