@@ -201,11 +201,21 @@ pub async fn serve<I>(
         let mut signalled = signalled.clone();
         tokio::spawn(async move {
             tokio::pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => return,
-                _ = signalled.changed() => connection.as_mut().graceful_shutdown(),
+            let ended = tokio::select! {
+                ended = connection.as_mut() => Some(ended),
+                _ = signalled.changed() => None,
+            };
+            let ended = match ended {
+                Some(ended) => ended,
+                None => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            // As tonic's server said it: a peer that broke the protocol or vanished mid-frame.
+            if let Err(e) = ended {
+                tracing::debug!(error = %e, "failed serving connection");
             }
-            let _ = connection.await;
         });
     }
     // No more connections; GOAWAY on those open, and wait until each has closed.
