@@ -1,25 +1,30 @@
-//! Answers written together: a connection's first write after each flush waits for the end of
-//! the runtime's turn, so the answers that are ready in that turn leave in one system call.
+//! Answers written together: on a runtime of several threads, a connection's first write after
+//! each flush waits for the end of the runtime's turn, so the answers that are ready in that
+//! turn leave in one system call.
 //!
-//! hyper runs every HTTP/2 stream as a task of its own. A stream whose answer is ready wakes
-//! the connection task, and tokio runs a task woken that way next, so the connection flushed
-//! each answer on its own: one `writev` per answer, each a trip through the whole TCP stack
-//! (on loopback through the receiver's side too) and often a wake-up of the client's idle CPU.
-//! A token worker finishes signatures one by one while the runtime thread waits, so when the
-//! runtime thread runs it finds several answers ready at once (6-7 per turn with Ed25519 on
-//! one core).
+//! There hyper runs every HTTP/2 stream as a task of its own ([`crate::h2::Streams`]). A stream
+//! whose answer is ready wakes the connection task, and tokio runs a task woken that way next,
+//! so the connection flushed each answer on its own: one `writev` per answer, each a trip
+//! through the whole TCP stack (on loopback through the receiver's side too) and often a
+//! wake-up of the client's idle CPU. A token worker finishes signatures one by one while the
+//! runtime waits, so when the runtime runs it finds several answers ready at once.
 //!
 //! [`Coalesced`] makes the first write after each flush wait: it hands a waker to tokio's
 //! deferred wake-ups (what `tokio::task::yield_now` does), which the runtime wakes at its next
 //! poll of the I/O driver (when no task is ready, or after 8 tasks: `server::runtime`), and
-//! returns `Pending` until then. The other
-//! streams' answers join the connection's buffer meanwhile, and the next write takes them all.
-//! Reads, flushes and shutdown pass straight through. On a runtime of one thread (signerd on
-//! one CPU) the write's task wakes itself instead: tokio queues it behind every task ready
-//! now, which costs less than a poll of the I/O driver (the runtime thread's CPU per request
-//! 21.7-23.8 µs against 21.1-32.5 deferred, 3 interleaved rounds), but on a runtime of several
-//! threads it also wakes an idle thread to take the task (measured on two cores: 79-104 µs of
-//! CPU per request in 5 runs, against 77-85 without coalescing and 75-77 deferred).
+//! returns `Pending` until then. The other streams' answers join the connection's buffer
+//! meanwhile, and the next write takes them all. Reads, flushes and shutdown pass straight
+//! through. A task that woke itself instead would, on a runtime of several threads, also wake
+//! an idle thread to take it (measured on two cores: 79-104 µs of CPU per request in 5 runs,
+//! against 77-85 without coalescing and 75-77 deferred).
+//!
+//! On a runtime of one thread (signerd on one CPU) writes go straight through: there a
+//! connection's task runs its streams itself ([`crate::h2::Streams`]) and writes the answers
+//! ready in its turn together anyway (0.06 `writev` per request). Waiting as well (the task
+//! requeued itself behind the tasks ready then, as it did while each stream was a task of its
+//! own) cost more: side by side (ECDSA at 32 in flight, 5 interleaved rounds), the runtime
+//! thread's CPU per request 11.7-15.2 µs (median 12.8) writing straight through against
+//! 12.7-13.9 (median 13.7) waiting, lower in 4 of 5.
 //!
 //! Only while the active clients batch ([`Scheduling::batching`], as for the runtime threads'
 //! `SCHED_BATCH`): one connection alone (notary-server keeps one), or several that each keep
@@ -29,9 +34,10 @@
 //! client kept 44-92 % of its rate with every connection coalesced, against 64-82 % without.
 //! With a lighter client active beside another, writes go straight through.
 //!
-//! Measured side by side (one core, one connection, ECDSA at 32 in flight, 10 interleaved
-//! pairs, README "Performance"): 0.16-0.18 `writev` per request instead of 0.93-0.98, and the
-//! runtime thread's CPU per request 3.1-9.0 µs lower (median 6).
+//! Measured side by side when every stream was a task of its own on one core too (one
+//! connection, ECDSA at 32 in flight, 10 interleaved pairs, README "Performance"): 0.16-0.18
+//! `writev` per request instead of 0.93-0.98, and the runtime thread's CPU per request 3.1-9.0
+//! µs lower (median 6).
 
 use std::future::Future as _;
 use std::pin::Pin;
@@ -55,14 +61,14 @@ pub struct Coalesced<T> {
     turn: Turn,
 }
 
-/// How a write waits for the end of the runtime's turn.
+/// Whether a write waits for the end of the runtime's turn.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Wait {
-    /// The task wakes itself: tokio queues it behind every task ready now. On a runtime of one
-    /// thread nothing else hears of it.
-    Requeue,
-    /// tokio's deferred wake-ups: on a runtime of several threads, a task that wakes itself
-    /// also wakes an idle thread to take it.
+    /// Never: on a runtime of one thread the connection's task writes every answer ready in
+    /// its turn together ([`crate::h2::Streams`]).
+    Never,
+    /// Through tokio's deferred wake-ups: on a runtime of several threads, a task that woke
+    /// itself would also wake an idle thread to take it.
     Deferred,
 }
 
@@ -128,16 +134,14 @@ impl TurnWaker {
 }
 
 impl<T> Coalesced<T> {
-    /// Wraps `inner`, coalescing while `scheduling` says the active clients batch. How a write
-    /// waits depends on the runtime's threads (called within it; outside one, deferred).
+    /// Wraps `inner`, coalescing while `scheduling` says the active clients batch, on a runtime
+    /// of several threads (called within it; outside one, as on several).
     pub fn new(inner: T, scheduling: Scheduling) -> Self {
-        let one_thread = tokio::runtime::Handle::try_current()
-            .is_ok_and(|runtime| runtime.metrics().num_workers() == 1);
         Self {
             inner,
             scheduling,
-            wait: if one_thread {
-                Wait::Requeue
+            wait: if crate::scheduling::one_runtime_thread() {
+                Wait::Never
             } else {
                 Wait::Deferred
             },
@@ -146,16 +150,13 @@ impl<T> Coalesced<T> {
     }
 
     /// `Pending` from the first write after a flush until the runtime's turn ends (the task is
-    /// woken then), `Ready` after that; `Ready` at once while the active clients do not batch.
+    /// woken then), `Ready` after that; `Ready` at once while the active clients do not batch,
+    /// and on a runtime of one thread.
     fn take_turn(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         match &self.turn {
             Turn::Ended => Poll::Ready(()),
-            Turn::Idle if !self.scheduling.batching() => Poll::Ready(()),
-            Turn::Idle if self.wait == Wait::Requeue => {
-                // Polled again once the tasks queued now have run.
-                cx.waker().wake_by_ref();
-                self.turn = Turn::Ended;
-                Poll::Pending
+            Turn::Idle if self.wait == Wait::Never || !self.scheduling.batching() => {
+                Poll::Ready(())
             }
             Turn::Idle => {
                 self.turn = Turn::Waiting(TurnWaker::start(cx));
@@ -327,17 +328,16 @@ mod tests {
     }
 
     /// What the wrapper is for: a write made while other tasks are ready to run goes out after
-    /// them, so what they add to a shared buffer leaves with it. Either way of waiting, and
-    /// the way a runtime of one thread picks.
+    /// them, so what they add to a shared buffer leaves with it; on a runtime of one thread
+    /// (whose connections write their streams' answers together themselves) at once.
     #[tokio::test(flavor = "current_thread")]
-    async fn a_write_waits_for_the_tasks_already_queued() {
+    async fn a_write_waits_for_the_tasks_already_queued_on_several_threads_only() {
         let picked = Coalesced::new(tokio::io::sink(), Scheduling::new());
-        assert_eq!(
-            picked.wait,
-            Wait::Requeue,
-            "one runtime thread: the task requeues itself"
-        );
-        for wait in [Wait::Requeue, Wait::Deferred] {
+        assert_eq!(picked.wait, Wait::Never, "one runtime thread: no wait");
+        for (wait, expected) in [
+            (Wait::Deferred, ["task 0", "task 1", "task 2", "written"]),
+            (Wait::Never, ["written", "task 0", "task 1", "task 2"]),
+        ] {
             let order = Arc::new(Mutex::new(Vec::new()));
             let (mut client, server) = tokio::io::duplex(1024);
             let mut server = Coalesced::new(server, Scheduling::new());
@@ -356,11 +356,7 @@ mod tests {
             for task in spawned {
                 task.await.unwrap();
             }
-            assert_eq!(
-                *order.lock().unwrap(),
-                vec!["task 0", "task 1", "task 2", "written"],
-                "{wait:?}: the write went out after the tasks queued before it"
-            );
+            assert_eq!(*order.lock().unwrap(), expected, "{wait:?}");
 
             server.shutdown().await.unwrap();
             let mut got = Vec::new();

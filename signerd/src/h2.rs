@@ -1,7 +1,8 @@
 //! The mTLS port's HTTP/2 connections, served by hyper directly: each call goes straight to the
 //! gRPC service its path names (tonic's generated servers behind the edge), with the port's
 //! call timeout, and the connection's peer ([`PeerInfo`](crate::edge::identity::PeerInfo))
-//! attached once per call.
+//! attached once per call. A connection's streams run inside the connection's own task
+//! ([`Streams`]), not each as a task of its own.
 //!
 //! tonic's `Server` did the same through an axum router, a boxed service stack per connection
 //! (error recovery, the timeout, the connection information) and body adapters on the way in
@@ -17,12 +18,16 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::stream::FuturesUnordered;
+use futures_util::FutureExt as _;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio_stream::{Stream, StreamExt};
 use tonic::body::Body;
 use tonic::server::NamedService;
@@ -145,10 +150,13 @@ impl Settings {
         }
     }
 
-    fn builder(&self) -> hyper::server::conn::http2::Builder<TokioExecutor> {
-        let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    fn builder(&self, streams: Streams) -> hyper::server::conn::http2::Builder<Streams> {
+        let mut builder = hyper::server::conn::http2::Builder::new(streams);
         builder
             .timer(TokioTimer::new())
+            // gRPC answers carry no `Date` (Go's servers send none): no header to make and
+            // encode per answer.
+            .auto_date_header(false)
             .max_concurrent_streams(self.max_concurrent_streams)
             .keep_alive_interval(Some(self.ping))
             .keep_alive_timeout(self.ping)
@@ -159,6 +167,120 @@ impl Settings {
             .initial_connection_window_size(crate::server::CONNECTION_WINDOW)
             .initial_stream_window_size(crate::server::STREAM_WINDOW);
         builder
+    }
+}
+
+type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The executor hyper hands a connection's streams to. On a runtime of one thread they are run
+/// by the connection's own task ([`Running`]); on several, each is a task of its own.
+///
+/// With a task per stream, every answer takes two trips through the runtime's queue (the
+/// stream's task woken by the token worker, then the connection's task woken by the stream to
+/// write the answer). In the connection's task, a worker's reply wakes that task, which runs
+/// the stream and writes its answer in the same turn. On one thread that is less work for the
+/// same answers; on several, tasks of their own let the runtime's threads share a connection's
+/// streams, which measured better there (README, "Streams in their connection's task").
+#[derive(Clone)]
+pub struct Streams {
+    /// The streams hyper started since the connection's task last took them; `None`: spawn
+    /// each as a task of its own.
+    new: Option<Arc<Mutex<Vec<Task>>>>,
+}
+
+impl Streams {
+    /// In the connection's task when `in_task`, else each a task of its own.
+    fn new(in_task: bool) -> Streams {
+        Streams {
+            new: in_task.then(Arc::default),
+        }
+    }
+}
+
+impl<F> hyper::rt::Executor<F> for Streams
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    fn execute(&self, stream: F) {
+        match &self.new {
+            // Called only while the connection's task polls the connection or a stream, which
+            // takes these before it returns: no wake-up needed.
+            Some(new) => new
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(Box::pin(stream)),
+            None => drop(tokio::spawn(stream)),
+        }
+    }
+}
+
+/// A connection's streams, run by its task beside the connection itself.
+struct Running {
+    new: Streams,
+    running: FuturesUnordered<Task>,
+}
+
+impl Running {
+    fn new(new: Streams) -> Running {
+        Running {
+            new,
+            running: FuturesUnordered::new(),
+        }
+    }
+
+    /// Takes the streams hyper has started since the last call; whether there were any.
+    fn take_new(&mut self) -> bool {
+        let Some(new) = &self.new.new else {
+            return false;
+        };
+        let mut new = new.lock().unwrap_or_else(PoisonError::into_inner);
+        let any = !new.is_empty();
+        for stream in new.drain(..) {
+            // A stream that panics ends alone, as a task of its own would (hyper resets it).
+            self.running
+                .push(Box::pin(AssertUnwindSafe(stream).catch_unwind().map(
+                    |ended| {
+                        if ended.is_err() {
+                            tracing::error!("a call panicked; its stream is reset");
+                        }
+                    },
+                )));
+        }
+        any
+    }
+
+    /// Polls the running streams; whether any of them finished.
+    fn poll_streams(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut finished = false;
+        while let Poll::Ready(Some(())) = Pin::new(&mut self.running).poll_next(cx) {
+            finished = true;
+        }
+        finished
+    }
+
+    /// Runs `connection` and its streams until the connection has ended and every stream with
+    /// it; the connection's outcome. A stream that finishes may have queued its answer, so the
+    /// connection is polled again to write it in the same turn.
+    async fn drive<C: Future>(&mut self, mut connection: Pin<&mut C>) -> C::Output {
+        let mut ended = None;
+        std::future::poll_fn(|cx| loop {
+            if ended.is_none() {
+                if let Poll::Ready(outcome) = connection.as_mut().poll(cx) {
+                    ended = Some(outcome);
+                }
+            }
+            let started = self.take_new();
+            let finished = self.poll_streams(cx);
+            if self.running.is_empty() && !started {
+                if let Some(outcome) = ended.take() {
+                    return Poll::Ready(outcome);
+                }
+            }
+            if !started && !finished {
+                return Poll::Pending;
+            }
+        })
+        .await
     }
 }
 
@@ -174,7 +296,7 @@ pub async fn serve<I>(
     I: Stream<Item = Result<PeerStream, std::io::Error>>,
 {
     let routes = Arc::new(routes);
-    let builder = settings.builder();
+    let in_task = crate::scheduling::one_runtime_thread();
     let (signal, signalled) = tokio::sync::watch::channel(());
     let mut incoming = Box::pin(incoming);
     tokio::pin!(shutdown);
@@ -197,19 +319,23 @@ pub async fn serve<I>(
             let call = within(timeout, routes.answer(request));
             async move { Ok::<_, Infallible>(call.await) }
         });
-        let connection = builder.serve_connection(TokioIo::new(io), service);
+        let streams = Streams::new(in_task);
+        let connection = settings
+            .builder(streams.clone())
+            .serve_connection(TokioIo::new(io), service);
         let mut signalled = signalled.clone();
         tokio::spawn(async move {
             tokio::pin!(connection);
+            let mut streams = Running::new(streams);
             let ended = tokio::select! {
-                ended = connection.as_mut() => Some(ended),
+                ended = streams.drive(connection.as_mut()) => Some(ended),
                 _ = signalled.changed() => None,
             };
             let ended = match ended {
                 Some(ended) => ended,
                 None => {
                     connection.as_mut().graceful_shutdown();
-                    connection.await
+                    streams.drive(connection.as_mut()).await
                 }
             };
             // As tonic's server said it: a peer that broke the protocol or vanished mid-frame.
@@ -228,7 +354,6 @@ pub async fn serve<I>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::task::{Context, Poll};
     use tonic::Code;
 
     /// A service that answers OK at once, or never when `stuck`.
@@ -314,6 +439,77 @@ mod tests {
         let response = go_size_status(tonic.into_http::<Body>());
         let status = Status::from_header_map(response.headers()).expect("a grpc-status");
         assert_eq!(status.code(), Code::ResourceExhausted);
+    }
+
+    #[tokio::test]
+    async fn a_connection_runs_its_streams_and_ends_after_the_last() {
+        use hyper::rt::Executor as _;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        let streams = Streams::new(true);
+        let finished = Arc::new(AtomicUsize::new(0));
+        let (answer, answered) = tokio::sync::oneshot::channel::<()>();
+        // A connection that starts three streams and ends at once: one waits for its answer,
+        // one panics, one finishes.
+        let connection = {
+            let (streams, finished) = (streams.clone(), Arc::clone(&finished));
+            async move {
+                let waiting = Arc::clone(&finished);
+                streams.execute(async move {
+                    answered.await.expect("an answer");
+                    waiting.fetch_add(1, Ordering::SeqCst);
+                });
+                streams.execute(async { panic!("a call that panics") });
+                let at_once = Arc::clone(&finished);
+                streams.execute(async move {
+                    at_once.fetch_add(1, Ordering::SeqCst);
+                });
+                "ended"
+            }
+        };
+        tokio::pin!(connection);
+        let mut running = Running::new(streams);
+        let drive = running.drive(connection.as_mut());
+        tokio::pin!(drive);
+        let first = std::future::poll_fn(|cx| Poll::Ready(drive.as_mut().poll(cx))).await;
+        assert!(
+            first.is_pending(),
+            "the connection ended before its streams"
+        );
+        assert_eq!(
+            finished.load(Ordering::SeqCst),
+            1,
+            "the stream that panicked ended alone"
+        );
+        answer.send(()).expect("the stream waits");
+        assert_eq!(drive.await, "ended");
+        assert_eq!(finished.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_several_threads_each_stream_is_a_task_of_its_own() {
+        use hyper::rt::Executor as _;
+
+        let streams = Streams::new(false);
+        let (answer, answered) = tokio::sync::oneshot::channel::<()>();
+        let (ran, run) = tokio::sync::oneshot::channel::<()>();
+        let connection = {
+            let streams = streams.clone();
+            async move {
+                streams.execute(async move {
+                    answered.await.expect("an answer");
+                    ran.send(()).expect("the test waits");
+                });
+                "ended"
+            }
+        };
+        tokio::pin!(connection);
+        let mut running = Running::new(streams);
+        // The connection's task does not wait for a stream that is a task of its own.
+        assert_eq!(running.drive(connection.as_mut()).await, "ended");
+        assert!(running.running.is_empty());
+        answer.send(()).expect("the stream waits");
+        run.await.expect("the stream ran on its own");
     }
 
     #[test]

@@ -64,6 +64,12 @@ thread_local! {
     static REFUSED: Cell<bool> = const { Cell::new(false) };
 }
 
+/// Whether the runtime this is called on has one worker thread (signerd on one CPU, or
+/// `server.runtime_threads = 1`); false outside a runtime.
+pub fn one_runtime_thread() -> bool {
+    tokio::runtime::Handle::try_current().is_ok_and(|runtime| runtime.metrics().num_workers() == 1)
+}
+
 impl Scheduling {
     /// Starts with one client (or none) active: batching.
     pub fn new() -> Scheduling {

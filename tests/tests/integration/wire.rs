@@ -31,6 +31,29 @@ fn setup(name: &str) -> Setup {
     }
 }
 
+/// [`setup`], signerd started with `config` (a TOML config file's text) as well.
+fn setup_with(name: &str, config: &str) -> Setup {
+    let dir = TestDir::new(name).unwrap();
+    let pki = TestPki::generate(dir.path()).unwrap();
+    let token = TestToken::create(dir.path()).unwrap();
+    let file = dir.path().join("signerd.toml");
+    std::fs::write(&file, config).unwrap();
+    let signerd = Signerd::start_with(
+        dir.path(),
+        "signerd",
+        &token,
+        &pki,
+        &["--config", file.to_str().unwrap()],
+    )
+    .unwrap();
+    Setup {
+        dir,
+        pki,
+        token,
+        signerd,
+    }
+}
+
 fn tuf_key_id(keytype: &str, public: &[u8]) -> String {
     use base64::Engine as _;
     let canonical = format!(
@@ -443,26 +466,25 @@ async fn one_log_line_per_key_operation_without_secrets() {
 
 #[tokio::test]
 async fn sigterm_lets_an_in_flight_request_finish() {
-    let dir = TestDir::new("wire-drain").unwrap();
-    let pki = TestPki::generate(dir.path()).unwrap();
-    let token = TestToken::create(dir.path()).unwrap();
+    in_flight_request_finishes_on_sigterm("wire-drain", "").await;
+}
+
+/// On a runtime of one thread a connection's calls run in the connection's own task
+/// (`signerd::h2::Streams`): the drain still waits for them.
+#[tokio::test]
+async fn sigterm_lets_an_in_flight_request_finish_on_one_runtime_thread() {
+    in_flight_request_finishes_on_sigterm("wire-drain-1rt", "runtime_threads = 1\n").await;
+}
+
+async fn in_flight_request_finishes_on_sigterm(name: &str, server: &str) {
     // SoftHSM takes a second or more to make an RSA-4096 key: long enough to be in flight when
     // SIGTERM arrives. On a loaded machine it can take longer than the default 10 s grace, which
     // is not what this test is about: give the drain a minute.
-    let config = dir.path().join("rsa4096.toml");
-    std::fs::write(
-        &config,
-        "[server]\nshutdown_grace_secs = 60\n[token]\nrsa_bits = 4096\n",
-    )
-    .unwrap();
-    let mut signerd = Signerd::start_with(
-        dir.path(),
-        "signerd",
-        &token,
-        &pki,
-        &["--config", config.to_str().unwrap()],
-    )
-    .unwrap();
+    let mut s = setup_with(
+        name,
+        &format!("[server]\n{server}shutdown_grace_secs = 60\n[token]\nrsa_bits = 4096\n"),
+    );
+    let signerd = &mut s.signerd;
     let mut c = signerd.clients().await;
     let create =
         tokio::spawn(async move { c.keys.create_key(create_req("rsa", "g", "timestamp")).await });
@@ -533,4 +555,47 @@ async fn json_logs_are_one_object_per_line_with_the_operation_fields() {
         }
     }
     assert_eq!(ops, 1, "{logs}");
+}
+
+/// signerd on one runtime thread (as on one CPU, where a connection's calls run in the
+/// connection's own task): 64 calls at a time on one connection, each answered with a
+/// signature over its own content.
+#[tokio::test]
+async fn on_one_runtime_thread_many_calls_on_one_connection_are_each_answered() {
+    use p256::pkcs8::DecodePublicKey as _;
+    let mut s = setup_with("wire-1rt", "[server]\nruntime_threads = 1\n");
+    let signerd = &mut s.signerd;
+    let mut c = signerd.clients().await;
+    let created = c
+        .keys
+        .create_key(create_req("ecdsa", "example.com/one", "timestamp"))
+        .await
+        .unwrap()
+        .into_inner();
+    let id = created.key_info.unwrap().key_id.unwrap().id;
+    let key = p256::ecdsa::VerifyingKey::from_public_key_der(&created.public_key).unwrap();
+    // One connection, as notary-server keeps.
+    let channel = signerd.channel().await.expect("mTLS connection");
+    for round in 0..4 {
+        let calls: Vec<_> = (0..64)
+            .map(|i| {
+                let mut signer =
+                    signerd_proto::notary::signer_client::SignerClient::new(channel.clone());
+                let content = format!("round {round}, call {i}").into_bytes();
+                let request = sign_req(Some(key_id(&id)), content.clone());
+                tokio::spawn(async move { (content, signer.sign(request).await) })
+            })
+            .collect();
+        for call in calls {
+            let (content, answer) = call.await.unwrap();
+            let signature = answer.expect("every call is answered").into_inner();
+            key.verify(
+                &content,
+                &p256::ecdsa::Signature::from_slice(&signature.content).unwrap(),
+            )
+            .expect("each answer signs its own call's content");
+        }
+    }
+    let status = signerd.stop().unwrap();
+    assert!(status.success(), "{status:?}");
 }
