@@ -173,7 +173,7 @@ impl Settings {
 type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// The executor hyper hands a connection's streams to. On a runtime of one thread they are run
-/// by the connection's own task ([`Running`]); on several, each is a task of its own.
+/// by the connection's own task (`Running`); on several, each is a task of its own.
 ///
 /// With a task per stream, every answer takes two trips through the runtime's queue (the
 /// stream's task woken by the token worker, then the connection's task woken by the stream to

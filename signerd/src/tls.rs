@@ -8,8 +8,9 @@
 //! signerd accepts TLS itself ([`accept_loop`]): `TCP_NODELAY` on every socket, a handshake
 //! timeout, and the client certificate decoded once per connection into the connection's
 //! [`PeerInfo`], which tonic hands to every request on it (not decoded per request); while one
-//! client is active its writes are coalesced ([`crate::coalesce`]), so the answers ready
-//! together leave together.
+//! client is active its writes are coalesced ([`crate::coalesce`]; on a runtime of one thread
+//! the connection's task writes them together itself, [`crate::h2::Streams`]), so the answers
+//! ready together leave together.
 //!
 //! Connections are capped ([`ConnectionCap`], total and per peer address, counted from accept
 //! to close, handshake included) so a flood cannot take the descriptors the token needs; one
