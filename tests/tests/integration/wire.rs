@@ -19,33 +19,27 @@ struct Setup {
 }
 
 fn setup(name: &str) -> Setup {
-    let dir = TestDir::new(name).unwrap();
-    let pki = TestPki::generate(dir.path()).unwrap();
-    let token = TestToken::create(dir.path()).unwrap();
-    let signerd = Signerd::start(dir.path(), "signerd", &token, &pki).unwrap();
-    Setup {
-        dir,
-        pki,
-        token,
-        signerd,
-    }
+    start(name, None)
 }
 
 /// [`setup`], signerd started with `config` (a TOML config file's text) as well.
 fn setup_with(name: &str, config: &str) -> Setup {
+    start(name, Some(config))
+}
+
+fn start(name: &str, config: Option<&str>) -> Setup {
     let dir = TestDir::new(name).unwrap();
     let pki = TestPki::generate(dir.path()).unwrap();
     let token = TestToken::create(dir.path()).unwrap();
     let file = dir.path().join("signerd.toml");
-    std::fs::write(&file, config).unwrap();
-    let signerd = Signerd::start_with(
-        dir.path(),
-        "signerd",
-        &token,
-        &pki,
-        &["--config", file.to_str().unwrap()],
-    )
-    .unwrap();
+    let args = match config {
+        Some(config) => {
+            std::fs::write(&file, config).unwrap();
+            vec!["--config", file.to_str().unwrap()]
+        }
+        None => Vec::new(),
+    };
+    let signerd = Signerd::start_with(dir.path(), "signerd", &token, &pki, &args).unwrap();
     Setup {
         dir,
         pki,
