@@ -88,6 +88,16 @@ impl KeyId {
         &self.0
     }
 
+    /// The ID as 64 lowercase hex digits, written into `buf` (no allocation: a key ID is
+    /// written on every Sign answer, audit record and log line).
+    pub fn hex<'a>(&self, buf: &'a mut [u8; 64]) -> &'a str {
+        // 32 bytes always fill 64 digits, and hex digits are ASCII: neither error can occur.
+        match hex::encode_to_slice(self.0, buf) {
+            Ok(()) => std::str::from_utf8(buf).unwrap_or_default(),
+            Err(_) => "",
+        }
+    }
+
     /// Reads a `CKA_ID` value; `None` when it is not 32 bytes (not a signerd key ID).
     pub fn from_cka_id(bytes: &[u8]) -> Option<KeyId> {
         bytes.try_into().ok().map(KeyId)
@@ -96,7 +106,7 @@ impl KeyId {
 
 impl fmt::Display for KeyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex::encode(self.0))
+        f.write_str(self.hex(&mut [0; 64]))
     }
 }
 
@@ -292,6 +302,7 @@ mod tests {
         let expected =
             Sha256::digest(br#"{"keytype":"ed25519","keyval":{"private":null,"public":"AAEC"}}"#);
         assert_eq!(id.to_string(), hex::encode(expected));
+        assert_eq!(id.hex(&mut [0; 64]), hex::encode(expected));
     }
 
     #[test]

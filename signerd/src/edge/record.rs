@@ -81,10 +81,7 @@ impl KeyRef {
     /// record's key ID is written per call).
     pub fn as_str<'a>(&'a self, buf: &'a mut [u8; 64]) -> &'a str {
         match self {
-            KeyRef::Id(id) => match hex::encode_to_slice(id.as_bytes(), buf) {
-                Ok(()) => std::str::from_utf8(buf).unwrap_or_default(),
-                Err(_) => "",
-            },
+            KeyRef::Id(id) => id.hex(buf),
             KeyRef::Text(text) => text,
         }
     }

@@ -53,7 +53,7 @@ fn requested_id(access: &Access, msg: Option<&KeyIdMsg>) -> Result<KeyId, TokenE
 fn key_info_msg(key: &KeyInfo) -> KeyInfoMsg {
     KeyInfoMsg {
         key_id: Some(KeyIdMsg {
-            id: key.id.to_string(),
+            id: key.id.hex(&mut [0; 64]).to_owned(),
         }),
         algorithm: Some(Algorithm {
             algorithm: key.algorithm.as_str().to_owned(),
