@@ -35,7 +35,7 @@
 //! With a lighter client active beside another, writes go straight through.
 //!
 //! Measured side by side when every stream was a task of its own on one core too (one
-//! connection, ECDSA at 32 in flight, 10 interleaved pairs, README "Performance"): 0.16-0.18
+//! connection, ECDSA at 32 in flight, 10 interleaved pairs, docs/performance.md): 0.16-0.18
 //! `writev` per request instead of 0.93-0.98, and the runtime thread's CPU per request 3.1-9.0
 //! µs lower (median 6).
 

@@ -7,7 +7,8 @@
 //! tonic's `Server` did the same through an axum router, a boxed service stack per connection
 //! (error recovery, the timeout, the connection information) and body adapters on the way in
 //! and out. Side by side (pinned, ECDSA, 32 in flight, 10 interleaved pairs), the runtime
-//! thread spends 0.7-3.6 µs less per request in 9 of them (README, "Serving HTTP/2 directly").
+//! thread spends 0.7-3.6 µs less per request in 9 of them (docs/performance.md, "Serving
+//! HTTP/2 directly").
 //! What is kept: HTTP/2 only, the same settings (windows, stream cap, keepalive pings, hyper's
 //! own limits on resets and headers, [`crate::server::LOCAL_ERROR_RESETS`] among them), the
 //! call timeout answered as tonic answered it (`CANCELLED`, "Timeout expired"), `UNIMPLEMENTED`
@@ -180,7 +181,8 @@ type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// write the answer). In the connection's task, a worker's reply wakes that task, which runs
 /// the stream and writes its answer in the same turn. On one thread that is less work for the
 /// same answers; on several, tasks of their own let the runtime's threads share a connection's
-/// streams, which measured better there (README, "Streams in their connection's task").
+/// streams, which measured better there (docs/performance.md, "Streams in their connection's
+/// task").
 #[derive(Clone)]
 pub struct Streams {
     /// The streams hyper started since the connection's task last took them; `None`: spawn

@@ -8,7 +8,7 @@
 //! every answer costs a pair of context switches and a wake-up of its own. Under `SCHED_BATCH`
 //! a woken thread does not preempt (it runs when the worker waits or its time slice ends) and
 //! then answers every signature finished meanwhile. Measured with `scripts/bench.sh` (one
-//! connection, signerd pinned to one core, README "Performance"): Ed25519 at 0.81-0.84 of
+//! connection, signerd pinned to one core, docs/performance.md): Ed25519 at 0.81-0.84 of
 //! the token's rate against 0.73, 0.31-0.35 context switches per request against 1.6.
 //!
 //! The price is latency for a client beside another: its call waits up to a time slice behind

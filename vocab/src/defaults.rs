@@ -7,8 +7,9 @@ use std::time::Duration;
 /// the token worker's own CPU, but not all the time: each signature also waits on SoftHSM's
 /// object file and locks, and the extra worker signs while another waits. Many more workers
 /// than CPUs only queue for CPU and take it from the async runtime that reads requests and
-/// answers them (README "Performance": on one core, 2 sessions 0.54 of the token, 8 sessions
-/// 0.42; on two cores, 3 sessions 0.74-0.91 of the two-thread token, 2 sessions 0.57-0.72).
+/// answers them (docs/performance.md, "How many token workers": on one core, 2 sessions
+/// 0.54 of the token, 8 sessions 0.42; on two cores, 3 sessions 0.74-0.91 of the two-thread
+/// token, 2 sessions 0.57-0.72).
 /// Never fewer than two, so one long call (a key generation) does not stop every signature. A
 /// network HSM waits on the wire instead: give it more (`config/network-hsm.toml`: 32).
 pub fn token_sessions() -> usize {

@@ -88,8 +88,8 @@ struct State {
 /// hands the workers is at most the places, so the count sets how often a core shared by the
 /// runtime thread and the workers switches between them: with 8 rather than 4, signerd pinned
 /// to one core switched half as often (0.12 context switches per ECDSA request against
-/// 0.23-0.25) and its runtime thread spent 14.3-16.8 µs per request against 16.3-20.3 (README
-/// "Performance").
+/// 0.23-0.25) and its runtime thread spent 14.3-16.8 µs per request against 16.3-20.3
+/// (docs/performance.md, "Longer batches for the workers").
 pub const PLACES_PER_WORKER: usize = 8;
 
 /// Places per token worker while a lighter lane is active beside another: with 8, a

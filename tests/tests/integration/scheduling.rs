@@ -1,5 +1,5 @@
 //! signerd's runtime threads run under `SCHED_BATCH` while one connection signs on the Notary
-//! port (notary-server's one connection: answers are sent in batches, README "Performance"),
+//! port (notary-server's one connection: answers are sent in batches, docs/performance.md),
 //! and under `SCHED_OTHER` as soon as a lighter connection signs beside it (a light client's
 //! calls then preempt a busy token worker, so it keeps its share; `hostile_input`), and back
 //! once the second one is quiet. Connections that each keep more calls in flight than their
