@@ -3,7 +3,8 @@
 # alone (C_Sign in a loop), in one run, each server pinned to one CPU and the load generator to
 # another, then a second signerd on both CPUs against the token alone on two threads (the
 # two-core point; --no-two-cores skips it), and the stack floor: signerd's gRPC server with a
-# handler that answers at once (what TLS, HTTP/2 and gRPC cost alone). Prints one table (README
+# handler that answers at once (what TLS, HTTP/2 and gRPC cost alone), pinned beside the ECDSA
+# series and on both CPUs beside the two-core point. Prints one table (README
 # "Performance" says how to read it).
 #
 #   scripts/bench.sh [--duration SECS] [--repetitions N] [--in-flight 1,8,32,64] [--plot FILE.svg] ...

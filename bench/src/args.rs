@@ -40,7 +40,8 @@ pub struct RunArgs {
     #[arg(long, default_value = "1")]
     pub client_cpus: String,
     /// Skip the two-core point (signerd on the server and client CPUs together, at
-    /// --point-in-flight, against the token alone on two threads).
+    /// --point-in-flight, against the token alone on two threads; for ECDSA also the stack
+    /// floor on those CPUs).
     #[arg(long)]
     pub no_two_cores: bool,
     /// `token.sessions` for signerd [default: signerd's own default].

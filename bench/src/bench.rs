@@ -51,6 +51,8 @@ struct Fixture {
     signerd_two_cores: Option<Server>,
     /// signerd's gRPC server alone, for the ECDSA series.
     floor: Option<Server>,
+    /// The same on the two-core point's CPUs, for its ECDSA point.
+    floor_two_cores: Option<Server>,
     tls: ClientTls,
     loop_token_uri: String,
     loop_softhsm_conf: PathBuf,
@@ -132,6 +134,7 @@ pub fn run(args: &RunArgs) -> Result<bool, String> {
             // without the point, for the token's own line.
             let two_cores = std::iter::once(Step::Token(2))
                 .chain(of(Signer::SignerdTwoCores).map(Step::Server))
+                .chain(of(Signer::StackFloorTwoCores).map(Step::Server))
                 .map(|step| (args.point_in_flight, step));
             for (in_flight, step) in series.chain(two_cores) {
                 if began.elapsed() > time_limit {
@@ -186,7 +189,7 @@ pub fn run(args: &RunArgs) -> Result<bool, String> {
                 let load = args.load(in_flight);
                 let result = runtime.block_on(one_run(server, &fixture.tls, &key.key, load))?;
                 // The stack floor answers fixed bytes, no signature.
-                if signer != Signer::StackFloor {
+                if !signer.is_floor() {
                     results.check_samples(signer.name(), alg, &key.public, &result.samples);
                 }
                 results.note_errors(signer, alg, in_flight, &result);
@@ -275,11 +278,25 @@ fn set_up(args: &RunArgs, signerd_bin: &Path) -> Result<Fixture, String> {
                 .map_err(io("start signerd on two cores"))?,
         )
     };
-    let floor = if args.algorithms.iter().any(|a| a == "ecdsa") {
-        let exe = std::env::current_exe().map_err(io("own executable"))?;
+    let ecdsa = args.algorithms.iter().any(|a| a == "ecdsa");
+    let exe = std::env::current_exe().map_err(io("own executable"))?;
+    let floor = if ecdsa {
         Some(
             servers::stack_floor(&sub("stack-floor")?, &pki, &exe, &args.server_cpus)
                 .map_err(io("start the stack floor"))?,
+        )
+    } else {
+        None
+    };
+    let floor_two_cores = if ecdsa && !args.no_two_cores {
+        Some(
+            servers::stack_floor(
+                &sub("stack-floor-two-cores")?,
+                &pki,
+                &exe,
+                &args.both_cpus(),
+            )
+            .map_err(io("start the stack floor on two cores"))?,
         )
     } else {
         None
@@ -289,6 +306,7 @@ fn set_up(args: &RunArgs, signerd_bin: &Path) -> Result<Fixture, String> {
         signerd,
         signerd_two_cores,
         floor,
+        floor_two_cores,
         tls,
         loop_token_uri,
         loop_softhsm_conf,
@@ -304,6 +322,7 @@ impl Fixture {
             Signer::Signerd => Some(&self.signerd),
             Signer::SignerdTwoCores => self.signerd_two_cores.as_ref(),
             Signer::StackFloor => self.floor.as_ref(),
+            Signer::StackFloorTwoCores => self.floor_two_cores.as_ref(),
         }
     }
 }
@@ -357,18 +376,26 @@ async fn make_keys(
             });
         }
     }
-    // The stack floor answers any key ID: it is sent signerd's ECDSA key's.
-    let floor_key = keys
-        .iter()
-        .find(|k| k.signer == Signer::Signerd && k.algorithm == "ecdsa")
-        .filter(|_| fixture.floor.is_some())
-        .map(|k| ServerKey {
-            signer: Signer::StackFloor,
-            algorithm: k.algorithm.clone(),
-            key: k.key.clone(),
-            public: k.public.clone(),
-        });
-    keys.extend(floor_key);
+    // A stack floor answers any key ID: it is sent the ECDSA key's of the signerd it stands
+    // beside.
+    let floor_keys: Vec<ServerKey> = [
+        (Signer::StackFloor, Signer::Signerd),
+        (Signer::StackFloorTwoCores, Signer::SignerdTwoCores),
+    ]
+    .into_iter()
+    .filter(|(floor, _)| fixture.server(*floor).is_some())
+    .filter_map(|(floor, beside)| {
+        keys.iter()
+            .find(|k| k.signer == beside && k.algorithm == "ecdsa")
+            .map(|k| ServerKey {
+                signer: floor,
+                algorithm: k.algorithm.clone(),
+                key: k.key.clone(),
+                public: k.public.clone(),
+            })
+    })
+    .collect();
+    keys.extend(floor_keys);
     Ok(keys)
 }
 
@@ -401,6 +428,7 @@ fn finish(fixture: Fixture, keep: bool) {
         signerd,
         signerd_two_cores,
         floor,
+        floor_two_cores,
         dir,
         ..
     } = fixture;
@@ -408,6 +436,7 @@ fn finish(fixture: Fixture, keep: bool) {
     drop(signerd);
     drop(signerd_two_cores);
     drop(floor);
+    drop(floor_two_cores);
     if keep {
         eprintln!("signerd-bench: kept {}", dir.keep().display());
     }

@@ -19,6 +19,8 @@ pub enum Signer {
     SignerdTwoCores,
     /// signerd's gRPC server answering at once, no edge, no key, no token ([`crate::floor`]).
     StackFloor,
+    /// The same on the two-core point's CPUs.
+    StackFloorTwoCores,
 }
 
 impl Signer {
@@ -29,7 +31,14 @@ impl Signer {
             Signer::Signerd => "signerd",
             Signer::SignerdTwoCores => "signerd on two cores",
             Signer::StackFloor => "stack floor",
+            Signer::StackFloorTwoCores => "stack floor on two cores",
         }
+    }
+
+    /// A stack floor: it answers fixed bytes, no signature, and faster than the load generator
+    /// asks.
+    pub fn is_floor(self) -> bool {
+        matches!(self, Signer::StackFloor | Signer::StackFloorTwoCores)
     }
 }
 
@@ -318,6 +327,13 @@ fn two_cores(out: &mut String, results: &Results, args: &RunArgs) {
             cpu_left(results, alg, in_flight),
         );
     }
+    two_core_floor(out, results, in_flight);
+}
+
+/// signerd on two cores against the token's two-thread rate in proportion to the CPU the load
+/// generator left it (NaN when none was left).
+fn counted_ratio(signerd: &RunResult, token: &TokenLoopReport) -> f64 {
+    fair_rate(token.rate(), signerd.client_busy()).map_or(f64::NAN, |fair| signerd.rate() / fair)
 }
 
 /// The token's two-thread rate in proportion to the CPU the load generator left of two, or
@@ -334,9 +350,7 @@ fn cpu_left(results: &Results, algorithm: &str, in_flight: usize) -> String {
     let signer = Signer::SignerdTwoCores;
     let client = results.server(signer, algorithm, in_flight, RunResult::client_busy);
     let token = results.token_at(algorithm, 2, in_flight, TokenLoopReport::rate);
-    let against = results.paired(signer, algorithm, in_flight, 2, |s, t| {
-        fair_rate(t.rate(), s.client_busy()).map_or(f64::NAN, |fair| s.rate() / fair)
-    });
+    let against = results.paired(signer, algorithm, in_flight, 2, counted_ratio);
     let (Some(client), Some(token), Some(against)) = (client, token, against) else {
         return String::new();
     };
@@ -349,6 +363,53 @@ fn cpu_left(results: &Results, algorithm: &str, in_flight: usize) -> String {
         2.0 - client.median,
         thousands(fair),
         ratios(Some(against))
+    )
+}
+
+/// The stack floor on the two-core point's CPUs: the best a signer on this stack could read on
+/// the line with the load generator counted (the token's two-thread CPU per signature over that
+/// plus the floor's CPU per request), and how much of it signerd reaches.
+fn two_core_floor(out: &mut String, results: &Results, in_flight: usize) {
+    let floor = Signer::StackFloorTwoCores;
+    let fl = |f: fn(&RunResult) -> f64| results.server(floor, "ecdsa", in_flight, f);
+    let Some(floor_cpu) = fl(RunResult::server_cpu_us_per_op).map(|s| s.median) else {
+        return;
+    };
+    let token_cpu = results
+        .token_at("ecdsa", 2, in_flight, TokenLoopReport::cpu_us_per_op)
+        .map(|s| s.median);
+    let counted = results.paired(
+        Signer::SignerdTwoCores,
+        "ecdsa",
+        in_flight,
+        2,
+        counted_ratio,
+    );
+    let _ = writeln!(
+        out,
+        "- Stack floor on the same CPUs (ECDSA requests, its runtime on both): {}, latency ms {}; {} µs CPU per request, the token on 2 threads {} µs per signature: the best signerd / token with the load generator counted this floor leaves on two cores: {}",
+        rate(fl(RunResult::rate)),
+        latency(results.latency(floor, "ecdsa", in_flight)),
+        num(Some(floor_cpu)),
+        num(token_cpu),
+        floor_leaves(token_cpu, Some(floor_cpu), counted),
+    );
+}
+
+/// The best signerd / token a stack floor of `floor_cpu` µs per request leaves a token of
+/// `token_cpu` µs per signature (token / (token + floor): a signer on this stack whose own
+/// work cost nothing), and how much of it signerd's `ratio` reaches.
+fn floor_leaves(token_cpu: Option<f64>, floor_cpu: Option<f64>, ratio: Option<Spread>) -> String {
+    let best = token_cpu.zip(floor_cpu).map(|(t, f)| t / (t + f));
+    let reached = ratio
+        .zip(best)
+        .filter(|(_, b)| *b > 0.0)
+        .map_or(String::new(), |(r, b)| {
+            format!(", of which signerd reaches {:.2}", r.median / b)
+        });
+    format!(
+        "{}{reached}",
+        best.map_or("-".into(), |b| format!("{b:.2}"))
     )
 }
 
@@ -378,24 +439,16 @@ fn stack_floor(out: &mut String, results: &Results, args: &RunArgs) {
             .paired(Signer::Signerd, "ecdsa", in_flight, 1, cpu_added)
             .map(|s| s.median);
         let own = adds.zip(floor_cpu).map(|(a, f)| a - f);
-        let best = token_cpu.zip(floor_cpu).map(|(t, f)| t / (t + f));
-        // How much of that best signerd reaches (1.0: its own work would cost nothing).
-        let reached = results
-            .paired(Signer::Signerd, "ecdsa", in_flight, 1, rate_ratio)
-            .zip(best)
-            .filter(|(_, b)| *b > 0.0)
-            .map_or(String::new(), |(r, b)| {
-                format!(", of which signerd reaches {:.2}", r.median / b)
-            });
+        let ratio = results.paired(Signer::Signerd, "ecdsa", in_flight, 1, rate_ratio);
         let _ = writeln!(
             out,
-            "- {in_flight} in flight: {}, latency ms {}; {} µs CPU per request, of the {} µs signerd adds: the rest, {} µs, is signerd's edge, key store and token workers; the best signerd / token this floor leaves on one core: {}{reached}",
+            "- {in_flight} in flight: {}, latency ms {}; {} µs CPU per request, of the {} µs signerd adds: the rest, {} µs, is signerd's edge, key store and token workers; the best signerd / token this floor leaves on one core: {}",
             rate(fl(RunResult::rate)),
             latency(results.latency(floor, "ecdsa", in_flight)),
             num(floor_cpu),
             num(adds),
             num(own),
-            best.map_or("-".into(), |b| format!("{b:.2}")),
+            floor_leaves(token_cpu, floor_cpu, ratio),
         );
     }
 }
@@ -533,7 +586,7 @@ pub fn table(results: &Results, args: &RunArgs) -> String {
     let busiest = results
         .server_runs
         .iter()
-        .filter(|r| r.signer != Signer::StackFloor)
+        .filter(|r| !r.signer.is_floor())
         .map(|r| (r.result.client_busy(), r))
         .max_by(|a, b| a.0.total_cmp(&b.0));
     if let Some((busy, run)) = busiest {
@@ -699,20 +752,25 @@ mod tests {
         assert!(!table(&results, &args).contains("\nStack floor ("));
     }
 
-    #[test]
-    fn the_two_core_point_counts_the_load_generator() {
-        // The token alone on both CPUs: 40,000/s; the load generator took half a CPU beside
-        // signerd, which served 24,000/s: the token on 1.5 CPUs would sign 30,000/s.
-        let args = run_args(&["--in-flight", "32"]);
+    /// The two-core point at 32 in flight: the token alone on both CPUs signed 40,000/s at 45
+    /// µs of CPU each; signerd served 24,000/s beside a load generator that took half a CPU.
+    fn two_core_point() -> Results {
         let mut two = run(Signer::SignerdTwoCores, 32, 24_000, 70);
         two.result.client_cpu_ticks = 500_000;
         let mut token = token_run(32, 1, 40_000, 45);
         token.threads = 2;
-        let results = Results {
+        Results {
             server_runs: vec![two],
             token_runs: vec![token],
             ..Results::default()
-        };
+        }
+    }
+
+    #[test]
+    fn the_two_core_point_counts_the_load_generator() {
+        // The token on the 1.5 CPUs the load generator left would sign 30,000/s.
+        let args = run_args(&["--in-flight", "32"]);
+        let results = two_core_point();
         let out = table(&results, &args);
         assert!(
             out.contains("; the load generator took 0.50 of a CPU, so the token on the 1.50 CPUs left would sign about 30,000/s: signerd / that 0.80\n"),
@@ -725,5 +783,28 @@ mod tests {
         assert_eq!(fair_rate(40_000.0, 0.5), Some(30_000.0));
         assert_eq!(fair_rate(40_000.0, 2.0), None);
         assert_eq!(fair_rate(0.0, 0.5), None);
+    }
+
+    #[test]
+    fn the_two_core_floor_says_what_it_leaves_with_the_load_generator_counted() {
+        // signerd reads 0.80 with the load generator counted. The floor on two cores costs 5
+        // µs per request: 45 / (45 + 5) = 0.90 is the best it leaves; signerd reaches 0.80 / 0.90.
+        let args = run_args(&["--in-flight", "32"]);
+        let mut results = two_core_point();
+        results
+            .server_runs
+            .push(run(Signer::StackFloorTwoCores, 32, 70_000, 5));
+        let out = table(&results, &args);
+        let floor = line(&out, "- Stack floor on the same CPUs");
+        assert!(floor.contains(": 70,000/s, latency ms "), "{floor}");
+        assert!(
+            floor.ends_with("5.0 µs CPU per request, the token on 2 threads 45.0 µs per signature: the best signerd / token with the load generator counted this floor leaves on two cores: 0.90, of which signerd reaches 0.89"),
+            "{floor}"
+        );
+        // The floor keeps the load generator busy by design; the client line names signers.
+        assert!(!out.contains("(stack floor"), "{out}");
+        // No two-core floor run, no line; the pinned floor's runs are not the two-core one's.
+        results.server_runs[1].signer = Signer::StackFloor;
+        assert!(!table(&results, &args).contains("- Stack floor on the same CPUs"));
     }
 }
