@@ -5,7 +5,7 @@ use p256::ecdsa::signature::Verifier as _;
 use sha2::Digest as _;
 use signerd_proto::health::health_check_response::ServingStatus;
 use signerd_proto::health::HealthCheckRequest;
-use signerd_proto::notary::{CreateKeyRequest, KeyId, SignatureRequest};
+use signerd_proto::notary::{CreateKeyRequest, KeyId, PublicKey, SignatureRequest};
 use signerd_tests::signerd::{Signerd, TestToken};
 use signerd_tests::{TestDir, TestPki};
 use tonic::Code;
@@ -87,6 +87,22 @@ fn sign_req(key: Option<KeyId>, content: impl Into<Vec<u8>>) -> SignatureRequest
         key_id: key,
         content: content.into(),
     }
+}
+
+/// An ECDSA key made through `c` for `gun` and `role`: its ID, and CreateKey's answer.
+async fn create_ecdsa(
+    c: &mut signerd_tests::signerd::Clients,
+    gun: &str,
+    role: &str,
+) -> (String, PublicKey) {
+    let created = c
+        .keys
+        .create_key(create_req("ecdsa", gun, role))
+        .await
+        .unwrap()
+        .into_inner();
+    let id = created.key_info.clone().unwrap().key_id.unwrap().id;
+    (id, created)
 }
 
 /// Creates a key, checks CreateKey/GetKeyInfo/Sign answers, returns (public key, signature).
@@ -230,13 +246,7 @@ async fn errors_have_precise_codes_and_the_daemon_stays_up() {
         .delete_key(key_id(&unknown))
         .await
         .expect("idempotent delete");
-    let created = c
-        .keys
-        .create_key(create_req("ecdsa", "g", "snapshot"))
-        .await
-        .unwrap()
-        .into_inner();
-    let id = created.key_info.unwrap().key_id.unwrap().id;
+    let (id, _) = create_ecdsa(&mut c, "g", "snapshot").await;
     c.keys.delete_key(key_id(&id)).await.unwrap();
     assert_eq!(
         c.keys.get_key_info(key_id(&id)).await.unwrap_err().code(),
@@ -385,13 +395,7 @@ async fn keys_survive_a_restart_and_are_shared_by_two_daemons_on_one_token() {
     let second = Signerd::start(s.dir.path(), "signerd-2", &s.token, &s.pki).unwrap();
     let mut one = s.signerd.clients().await;
     let mut two = second.clients().await;
-    let created = one
-        .keys
-        .create_key(create_req("ecdsa", "g", "timestamp"))
-        .await
-        .unwrap()
-        .into_inner();
-    let id = created.key_info.unwrap().key_id.unwrap().id;
+    let (id, created) = create_ecdsa(&mut one, "g", "timestamp").await;
     let sig = two
         .signer
         .sign(sign_req(Some(key_id(&id)), b"shared".to_vec()))
@@ -420,13 +424,7 @@ async fn keys_survive_a_restart_and_are_shared_by_two_daemons_on_one_token() {
 async fn one_log_line_per_key_operation_without_secrets() {
     let mut s = setup("wire-logs");
     let mut c = s.signerd.clients().await;
-    let created = c
-        .keys
-        .create_key(create_req("ecdsa", "example.com/app", "snapshot"))
-        .await
-        .unwrap()
-        .into_inner();
-    let id = created.key_info.unwrap().key_id.unwrap().id;
+    let (id, _) = create_ecdsa(&mut c, "example.com/app", "snapshot").await;
     c.signer
         .sign(sign_req(Some(key_id(&id)), b"SECRET-CONTENT".to_vec()))
         .await
@@ -560,13 +558,7 @@ async fn on_one_runtime_thread_many_calls_on_one_connection_are_each_answered() 
     let mut s = setup_with("wire-1rt", "[server]\nruntime_threads = 1\n");
     let signerd = &mut s.signerd;
     let mut c = signerd.clients().await;
-    let created = c
-        .keys
-        .create_key(create_req("ecdsa", "example.com/one", "timestamp"))
-        .await
-        .unwrap()
-        .into_inner();
-    let id = created.key_info.unwrap().key_id.unwrap().id;
+    let (id, created) = create_ecdsa(&mut c, "example.com/one", "timestamp").await;
     let key = p256::ecdsa::VerifyingKey::from_public_key_der(&created.public_key).unwrap();
     // One connection, as notary-server keeps.
     let channel = signerd.channel().await.expect("mTLS connection");
